@@ -1,0 +1,116 @@
+"""The Supernet base class and the family registry (``create_supernet(name, **kw)``)."""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..space import Config, SearchSpace
+
+_FAMILIES: dict[str, type["Supernet"]] = {}
+
+
+class Supernet(nn.Module):
+    """An ``nn.Module`` built from elastic ops.
+
+    Subclasses set ``self.space`` and implement ``_apply_config(cfg)`` (push a full config into the elastic
+    ops) and ``_build_static(cfg)`` (a plain module with weights copied for the active config).
+    ``arch`` holds the constructor arguments, so a checkpoint can rebuild the same supernet.
+    """
+
+    family: str = "?"
+    space: SearchSpace
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arch: dict[str, Any] = {}
+        self._active: Config | None = None
+
+    # ---------------------------------------------------------------- active sub-network
+    def set_active(self, cfg: Mapping[str, Any]) -> Config:
+        """Make ``cfg`` the sub-network that ``forward`` computes; returns its canonical form."""
+        canon = self.space.validate(cfg)
+        self._apply_config({c.name: canon.get(c.name, c.options[0]) for c in self.space.choices})
+        self._active = canon
+        return canon
+
+    @property
+    def active(self) -> Config:
+        if self._active is None:
+            self.set_active(self.space.largest())
+        return dict(self._active)  # type: ignore[arg-type]
+
+    def _apply_config(self, cfg: Config) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def input_shape(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> tuple[int, ...]:
+        """Shape of the input the sub-network ``cfg`` expects (resolution may be a choice)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------- extraction
+    @torch.no_grad()
+    def extract(self, cfg: Mapping[str, Any] | None = None) -> nn.Module:
+        """A static ``nn.Module`` computing sub-network ``cfg`` (default: the active one); weights are
+        copied, so later training of the supernet does not change it. Same train/eval mode as self."""
+        prev = self._active
+        canon = self.set_active(cfg if cfg is not None else self.active)
+        full = {c.name: canon.get(c.name, c.options[0]) for c in self.space.choices}
+        sub = self._build_static(full)
+        sub.train(self.training)
+        sub.supernas_config = dict(canon)  # type: ignore[attr-defined]
+        if prev is not None:
+            self.set_active(prev)
+        return sub
+
+    def _build_static(self, cfg: Config) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reorder_channels(self) -> None:
+        """Sort elastic channels by importance (L1 norm) without changing the function, so that the
+        first channels kept by a smaller width are the most important ones."""
+        raise NotImplementedError
+
+    def sample_active(self, seed: int | None = None) -> Config:
+        return self.set_active(self.space.sample(seed=seed))
+
+
+def register_family(name: str) -> Callable[[type[Supernet]], type[Supernet]]:
+    """Class decorator registering a supernet family under ``name``."""
+
+    def deco(cls: type[Supernet]) -> type[Supernet]:
+        cls.family = name
+        _FAMILIES[name] = cls
+        return cls
+
+    return deco
+
+
+def list_families() -> list[str]:
+    return sorted(_FAMILIES)
+
+
+def family_class(name: str) -> type[Supernet]:
+    if name not in _FAMILIES:
+        raise ConfigError(f"unknown supernet family {name!r}; known: {', '.join(list_families())}")
+    return _FAMILIES[name]
+
+
+def create_supernet(name: str, **kwargs: Any) -> Supernet:
+    """Build supernet family ``name`` with its constructor arguments (timm-style factory)."""
+    cls = family_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        allowed = [p for p in params if p != "self"]
+        raise ConfigError(f"unknown argument {unknown[0]!r} for supernet {name!r}; allowed: {', '.join(allowed)}")
+    try:
+        net = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad arguments for supernet {name!r}: {e}") from e
+    bound = inspect.signature(cls.__init__).bind(None, **kwargs)
+    bound.apply_defaults()
+    net.arch = {"family": name, **{k: v for k, v in bound.arguments.items() if k != "self"}}
+    return net

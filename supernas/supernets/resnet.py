@@ -1,0 +1,188 @@
+"""``resnet``: bottleneck ResNet space (Once-for-All ResNet choices on a torchvision-style network).
+
+Per stage: depth = base + delta (defaults: base 2/2/4/2, delta in {0,1,2}), output width multiplier in
+{0.65, 0.8, 1.0}; per block: bottleneck expand ratio in {0.2, 0.25, 0.35} (hidden = out x ratio).
+The stem width is elastic too. Preset ``resnet50`` (depths 3/4/6/3, ratio 0.25, width 1.0) is exactly
+torchvision's ResNet-50 (v1.5: stride on the 3x3 conv).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..elastic import (ElasticBatchNorm2d, ElasticConv2d, ElasticDepth, ElasticLinear, importance_order,
+                       make_divisible, permute_in, permute_out)
+from ..errors import ConfigError
+from ..space import Choice, Config, SearchSpace
+from .base import Supernet, register_family
+
+STAGE_WIDTHS = (256, 512, 1024, 2048)
+STAGE_STRIDES = (1, 2, 2, 2)
+
+
+class Bottleneck(nn.Module):
+    """Static bottleneck block: 1x1 -> 3x3 (stride) -> 1x1, plus identity or 1x1 projection."""
+
+    def __init__(self, cin: int, mid: int, cout: int, stride: int, downsample: bool) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv3, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                           if downsample else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + (self.downsample(x) if self.downsample is not None else x))
+
+
+class ResNet(nn.Module):
+    """Static ResNet: stem, bottleneck layers, global pooling, fully connected classifier."""
+
+    def __init__(self, stem: nn.Sequential, layers: nn.Sequential, fc: nn.Linear) -> None:
+        super().__init__()
+        self.stem, self.layers, self.fc = stem, layers, fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.layers(self.stem(x)).mean((2, 3)))
+
+
+class ElasticBottleneck(nn.Module):
+    """Bottleneck with elastic output width and hidden width (output width x expand ratio)."""
+
+    def __init__(self, cin: int, cout: int, max_ratio: float, stride: int, downsample: bool) -> None:
+        super().__init__()
+        mid = make_divisible(round(cout * max_ratio))
+        self.stride = stride
+        self.conv1, self.bn1 = ElasticConv2d(cin, mid, 1), ElasticBatchNorm2d(mid)
+        self.conv2, self.bn2 = ElasticConv2d(mid, mid, 3, stride), ElasticBatchNorm2d(mid)
+        self.conv3, self.bn3 = ElasticConv2d(mid, cout, 1), ElasticBatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.down_conv = ElasticConv2d(cin, cout, 1, stride) if downsample else None
+        self.down_bn = ElasticBatchNorm2d(cout) if downsample else None
+
+    def set_active(self, cout: int, ratio: float) -> None:
+        mid = make_divisible(round(cout * ratio))
+        self.conv1.active_out = self.conv2.active_out = mid
+        self.conv3.active_out = cout
+        if self.down_conv is not None:
+            self.down_conv.active_out = cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + (self.down_bn(self.down_conv(x)) if self.down_conv is not None else x))
+
+    def extract(self, cin: int) -> Bottleneck:
+        mid, cout = self.conv1.active_out, self.conv3.active_out
+        blk = Bottleneck(cin, mid, cout, self.stride, self.down_conv is not None)
+        blk.conv1, blk.bn1 = self.conv1.extract(cin), self.bn1.extract(mid)
+        blk.conv2, blk.bn2 = self.conv2.extract(mid), self.bn2.extract(mid)
+        blk.conv3, blk.bn3 = self.conv3.extract(mid), self.bn3.extract(cout)
+        if blk.downsample is not None:
+            blk.downsample[0], blk.downsample[1] = self.down_conv.extract(cin), self.down_bn.extract(cout)
+        return blk
+
+    @torch.no_grad()
+    def reorder_channels(self) -> None:
+        perm = importance_order(self.conv3.weight, dim=1)
+        permute_out(self.conv2, perm), permute_out(self.bn2, perm), permute_in(self.conv3, perm)
+        perm = importance_order(self.conv2.weight, dim=1)
+        permute_out(self.conv1, perm), permute_out(self.bn1, perm), permute_in(self.conv2, perm)
+
+
+@register_family("resnet")
+class ResNetSupernet(Supernet):
+    """Elastic bottleneck ResNet. ``small_input=True`` uses a 3x3 stride-1 stem without max-pooling
+    (CIFAR-style) for small images."""
+
+    def __init__(self, num_classes: int = 1000, image_size: int = 224, in_channels: int = 3,
+                 base_depths: Sequence[int] = (2, 2, 4, 2), depth_deltas: Sequence[int] = (0, 1, 2),
+                 expand_ratios: Sequence[float] = (0.2, 0.25, 0.35),
+                 width_mults: Sequence[float] = (0.65, 0.8, 1.0), small_input: bool = False,
+                 resolutions: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if len(base_depths) != 4 or min(base_depths) + min(depth_deltas) < 1:
+            raise ValueError("base_depths needs 4 entries and every stage at least one block")
+        self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
+        self.small_input = small_input
+        self.width_mults, self.expand_ratios = tuple(sorted(width_mults)), tuple(sorted(expand_ratios))
+        wmax = self.width_mults[-1]
+        stem_c = make_divisible(64 * wmax)
+        k, s = (3, 1) if small_input else (7, 2)
+        self.stem_conv = ElasticConv2d(in_channels, stem_c, k, s)
+        self.stem_bn = ElasticBatchNorm2d(stem_c)
+        self.stem_pool = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
+        choices = [Choice("stem.width", self.width_mults)]
+        self.stages = nn.ModuleList()
+        cin = stem_c
+        for i, (w, stride) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES), 1):
+            cout = make_divisible(w * wmax)
+            depths = tuple(sorted({base_depths[i - 1] + d for d in depth_deltas}))
+            blocks = [ElasticBottleneck(cin if b == 0 else cout, cout, self.expand_ratios[-1],
+                                        stride if b == 0 else 1, b == 0) for b in range(depths[-1])]
+            self.stages.append(ElasticDepth(blocks))
+            choices += [Choice(f"stage{i}.depth", depths), Choice(f"stage{i}.width", self.width_mults)]
+            choices += [Choice(f"stage{i}.block{b}.expand", self.expand_ratios, (f"stage{i}.depth", b - 1))
+                        for b in range(1, depths[-1] + 1)]
+            cin = cout
+        self.fc = ElasticLinear(cin, num_classes)
+        if resolutions:
+            choices.append(Choice("resolution", tuple(sorted(int(r) for r in resolutions))))
+        r50: Config = {"stem.width": 1.0, **({"resolution": max(resolutions)} if resolutions else {})}
+        for i, d in enumerate((3, 4, 6, 3), 1):
+            r50.update({f"stage{i}.depth": d, f"stage{i}.width": 1.0})
+            r50.update({f"stage{i}.block{b}.expand": 0.25 for b in range(1, d + 1)})
+        try:
+            SearchSpace(choices).validate(r50)
+            presets = {"resnet50": r50}
+        except ConfigError:  # a custom space that does not contain ResNet-50
+            presets = {}
+        self.space = SearchSpace(choices, presets)
+        self.set_active(self.space.largest())
+
+    def _widths(self, cfg: Config) -> tuple[int, list[int]]:
+        stem = make_divisible(64 * cfg["stem.width"])
+        return stem, [make_divisible(w * cfg[f"stage{i}.width"]) for i, w in enumerate(STAGE_WIDTHS, 1)]
+
+    def _apply_config(self, cfg: Config) -> None:
+        stem, widths = self._widths(cfg)
+        self.stem_conv.active_out = stem
+        for i, (stage, cout) in enumerate(zip(self.stages, widths), 1):
+            stage.active_depth = cfg[f"stage{i}.depth"]
+            for b, blk in enumerate(stage.blocks, 1):
+                blk.set_active(cout, cfg[f"stage{i}.block{b}.expand"])
+
+    def input_shape(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> tuple[int, ...]:
+        cfg = self.active if cfg is None else self.space.validate(cfg)
+        r = cfg.get("resolution", self.image_size)
+        return (batch, self.in_channels, r, r)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem_pool(torch.relu(self.stem_bn(self.stem_conv(x))))
+        for stage in self.stages:
+            x = stage(x)
+        return self.fc(x.mean((2, 3)))
+
+    def _build_static(self, cfg: Config) -> ResNet:
+        stem_c, widths = self._widths(cfg)
+        stem = nn.Sequential(self.stem_conv.extract(self.in_channels), self.stem_bn.extract(stem_c),
+                             nn.ReLU(inplace=True), copy.deepcopy(self.stem_pool))
+        layers, cin = [], stem_c
+        for stage, cout in zip(self.stages, widths):
+            for blk in stage.active_blocks():
+                layers.append(blk.extract(cin))
+                cin = cout
+        return ResNet(stem, nn.Sequential(*layers), self.fc.extract(cin))
+
+    def reorder_channels(self) -> None:
+        for stage in self.stages:
+            for blk in stage.blocks:
+                blk.reorder_channels()

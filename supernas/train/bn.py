@@ -1,0 +1,32 @@
+"""Batch-norm recalibration: a sub-network's running statistics re-estimated on training data."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int = 20) -> nn.Module:
+    """Reset every BatchNorm's running stats and re-estimate them as an exact cumulative average over
+    ``num_batches`` batches (inputs are the first element of each batch, or the batch itself).
+    The model is left in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return model.eval()
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average = exact mean over the batches seen
+    model.train()
+    try:
+        for i, batch in enumerate(batches):
+            if i >= num_batches:
+                break
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            model(x)
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+    return model.eval()
