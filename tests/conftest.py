@@ -1,0 +1,41 @@
+"""Shared fixtures: deterministic torch, small supernets with randomised statistics."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+torch.set_num_threads(2)
+
+
+@torch.no_grad()
+def randomise(net: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BN non-trivial statistics/affine params and every kernel transform a non-identity
+    matrix, so equality tests compare real computations (not identities)."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in net.named_parameters():
+        if "transform_" in name:
+            p.add_(0.1 * torch.randn(p.shape, generator=g))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+            m.weight.copy_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+            m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=g))
+    return net
+
+
+@pytest.fixture(scope="session")
+def small_mbv3():
+    import supernas as sn
+    torch.manual_seed(0)
+    return randomise(sn.create_supernet("mbv3", num_classes=10, image_size=32, width_mult=0.5)).eval()
+
+
+@pytest.fixture(scope="session")
+def small_resnet():
+    import supernas as sn
+    torch.manual_seed(0)
+    net = sn.create_supernet("resnet", num_classes=10, image_size=16, small_input=True,
+                             base_depths=(1, 1, 1, 1), depth_deltas=(0, 1), width_mults=(0.25, 0.5))
+    return randomise(net).eval()
