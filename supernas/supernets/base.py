@@ -50,6 +50,10 @@ class Supernet(nn.Module):
         """Shape of the input the sub-network ``cfg`` expects (resolution may be a choice)."""
         raise NotImplementedError
 
+    def example_input(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> torch.Tensor:
+        """An input for sub-network ``cfg``: zeros of ``input_shape`` (text families return token ids)."""
+        return torch.zeros(self.input_shape(cfg, batch))
+
     # ---------------------------------------------------------------------- extraction
     @torch.no_grad()
     def extract(self, cfg: Mapping[str, Any] | None = None) -> nn.Module:
