@@ -82,19 +82,24 @@ class Bert(nn.Module):
 
 @register_family("bert")
 class BertSupernet(Supernet):
-    """Elastic BERT. Constructor names follow Hugging Face ``BertConfig`` (defaults: BERT-base)."""
+    """Elastic BERT. Constructor names follow Hugging Face ``BertConfig`` (defaults: BERT-base).
+
+    ``seq_len`` (default ``min(128, max_position_embeddings)``) only fixes ``input_shape``, the sequence
+    length at which costs and latency are measured; any length up to ``max_position_embeddings`` runs.
+    """
 
     def __init__(self, vocab_size: int = 30522, hidden_size: int = 768, num_hidden_layers: int = 12,
                  num_attention_heads: int = 12, intermediate_size: int = 3072, max_position_embeddings: int = 512,
                  type_vocab_size: int = 2, num_classes: int = 2, hidden_act: str = "gelu",
                  layer_norm_eps: float = 1e-12, hidden_dropout_prob: float = 0.1,
                  attention_probs_dropout_prob: float = 0.1, pad_token_id: int | None = 0,
-                 initializer_range: float = 0.02, seq_len: int = 128,
+                 initializer_range: float = 0.02, seq_len: int | None = None,
                  layer_choices: Sequence[int] | None = None, head_choices: Sequence[int] | None = None,
                  ffn_choices: Sequence[int] | None = None, hidden_choices: Sequence[int] | None = None) -> None:
         super().__init__()
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
+        seq_len = min(128, max_position_embeddings) if seq_len is None else seq_len
         if not 1 <= seq_len <= max_position_embeddings:
             raise ValueError(f"seq_len must be in 1..{max_position_embeddings}, got {seq_len}")
         if num_classes < 0:
