@@ -1,0 +1,19 @@
+"""Shared by the benchmark scripts: replace one ``## <script>`` section of benchmarks/RESULTS.md."""
+from __future__ import annotations
+
+import datetime
+import platform
+import re
+from pathlib import Path
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def write_section(script: str, body: str) -> None:
+    """Write ``body`` under ``## <script>`` in RESULTS.md, replacing that section and keeping the others."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    stamp = f"_Measured {datetime.date.today()} on {platform.machine()} ({platform.processor() or 'cpu'})._"
+    section = f"## {script}\n\n{stamp}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(script)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text)
