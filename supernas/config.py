@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
+from .measure.targets import TargetSpec, make_target
 
 
 class Section(BaseModel):
@@ -61,16 +62,6 @@ class TrainSection(Section):
     extra: dict[str, Any] = Field(default_factory=dict, description="further keyword arguments of supernas.train")
 
 
-class TargetSection(Section):
-    """A latency target: where and how sub-networks are timed."""
-
-    backend: Literal["cpu", "cuda", "onnxruntime"] = "cpu"
-    threads: int | None = Field(default=1, gt=0)
-    batch_size: int = Field(default=1, gt=0)
-    warmup: int = Field(default=5, ge=0)
-    repeats: int = Field(default=30, gt=0)
-
-
 class SearchSection(Section):
     """What to optimise and how: objectives are metric columns such as ``latency_ms@cpu``."""
 
@@ -81,6 +72,16 @@ class SearchSection(Section):
     workers: int = Field(default=1, gt=0)
     ray_address: str | None = None
     calib_batches: int = Field(default=10, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict, description="the strategy's own options")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        from .search import list_strategies
+
+        if v not in list_strategies():
+            raise ValueError(f"unknown search strategy {v!r}; known: {', '.join(list_strategies())}")
+        return v
 
     @field_validator("objectives")
     @classmethod
@@ -111,9 +112,19 @@ class RunConfig(Section):
     supernet: SupernetSection = Field(default_factory=SupernetSection)
     data: DataSection = Field(default_factory=DataSection)
     train: TrainSection = Field(default_factory=TrainSection)
-    targets: dict[str, TargetSection] = Field(default_factory=lambda: {"cpu": TargetSection()})
+    targets: dict[str, TargetSpec] = Field(default_factory=lambda: {"cpu": make_target("cpu")})
     search: SearchSection = Field(default_factory=SearchSection)
     export: ExportSection = Field(default_factory=ExportSection)
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _targets(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            raise ValueError("targets must map target names to their settings")
+        try:
+            return {name: make_target(spec if spec is not None else {}, name) for name, spec in v.items()}
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
     @model_validator(mode="after")
     def _targets_exist(self) -> "RunConfig":

@@ -1,0 +1,153 @@
+"""The ``supernas`` command line (typer). It only wires the stages together; every SupernasError
+becomes one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typer.exceptions import TyperException
+from rich.console import Console
+
+from .errors import SupernasError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Hardware-aware neural architecture search over elastic super-networks.")
+bench_app = typer.Typer(no_args_is_help=True, help="Ground truth: exhaustive tables and strategy comparisons.")
+app.add_typer(bench_app, name="bench")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _load(config: Optional[Path], out: Optional[Path]):
+    from .config import load_config
+    from .pipeline import default_config
+
+    cfg = load_config(config) if config is not None else default_config()
+    if out is not None:
+        cfg.out = str(out)
+    return cfg
+
+
+ConfigArg = typer.Argument(..., help="YAML run file (see `supernas run --dump-config`).", show_default=False)
+OutOpt = typer.Option(None, "--out", "-o", help="Run directory (default: the run file's `out`).")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+@app.command()
+def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML run file; default: the "
+                                               "embedded default (digits, offline, minutes on a CPU)."),
+        out: Optional[Path] = OutOpt,
+        dump_config: bool = typer.Option(False, "--dump-config", help="Print the full run file and exit."),
+        fresh: bool = typer.Option(False, "--fresh", help="Delete what the run directory holds and start over."),
+        quiet: bool = QuietOpt) -> None:
+    """Train the supernet, search it, export the chosen sub-networks and write the report.
+
+    A killed run resumes where it stopped when started again with the same run directory."""
+    from .config import dump_config as dump
+    from .pipeline import run_all
+
+    cfg = _load(config, out)
+    if dump_config:
+        typer.echo(dump(cfg), nl=False)
+        return
+    run_all(cfg, fresh=fresh, progress=not quiet, console=console)
+
+
+@app.command()
+def train(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
+          fresh: bool = typer.Option(False, "--fresh", help="Ignore existing checkpoints."),
+          quiet: bool = QuietOpt) -> None:
+    """Train the supernet of a run file (resumes from the last complete checkpoint)."""
+    from .pipeline import open_run, train_step
+
+    cfg = _load(config, out)
+    paths = open_run(cfg, fresh=fresh)
+    train_step(cfg, paths, progress=not quiet, console=console)
+
+
+@app.command()
+def search(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
+           resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue the run's search "
+                                       "from its result store (default) or refuse when it holds results."),
+           quiet: bool = QuietOpt) -> None:
+    """Search the trained supernet of a run (needs `supernas train` first)."""
+    from .pipeline import open_run, search_step
+
+    cfg = _load(config, out)
+    paths = open_run(cfg)
+    search_step(cfg, paths, resume=resume, progress=not quiet, console=console)
+
+
+@app.command()
+def measure(config: Optional[Path] = typer.Argument(None, help="YAML run file (default: the embedded default)."),
+            out: Optional[Path] = OutOpt,
+            configs: str = typer.Option("largest,smallest", "--configs", help="Comma-separated presets "
+                                        "(largest, smallest, median, family presets) or JSON config files."),
+            objectives: Optional[str] = typer.Option(None, "--objectives", help="Comma-separated metric "
+                                                     "columns, e.g. macs,params,latency_ms@cpu (default: the "
+                                                     "run file's)."),
+            untrained: bool = typer.Option(False, "--untrained", help="Measure a freshly built supernet "
+                                           "instead of the run's checkpoint (costs and latency only).")) -> None:
+    """Measure given sub-networks on the run's targets and print a table."""
+    from .pipeline import measure_step
+
+    cfg = _load(config, out)
+    cols = [c.strip() for c in objectives.split(",")] if objectives else None
+    measure_step(cfg, [c.strip() for c in configs.split(",") if c.strip()], columns=cols,
+                 untrained=untrained, console=console)
+
+
+@app.command()
+def export(run_dir: Path = typer.Argument(..., help="A run directory."),
+           pick: str = typer.Option("knee", "--pick", help="knee, best-<objective column>, or a front row id."),
+           format: str = typer.Option("onnx,torch", "--format", help="Comma-separated: onnx, torch, torchscript.")
+           ) -> None:
+    """Export one sub-network of a searched run, verified in ONNX Runtime / PyTorch."""
+    from .pipeline import export_pick, run_from_dir
+
+    cfg, paths = run_from_dir(run_dir)
+    res = export_pick(cfg, paths, pick, [f.strip() for f in format.split(",") if f.strip()])
+    console.print(res.summary())
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """(Re)write the HTML report, plots and front table of a run."""
+    from .pipeline import report_step, run_from_dir
+
+    cfg, paths = run_from_dir(run_dir)
+    console.print(f"report: {report_step(cfg, paths)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one clear line and a non-zero exit for every known error, never a traceback."""
+    try:
+        app(args=argv, prog_name="supernas", standalone_mode=False)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted: results measured so far are kept; run the same command again to resume")
+        sys.exit(130)
+    except TyperException as e:  # usage errors: typer prints the usage line and the problem
+        if hasattr(e, "show"):
+            e.show()
+        sys.exit(getattr(e, "exit_code", 2))
+    except SupernasError as e:
+        err_console.print(f"error: {e}", markup=False, highlight=False)
+        sys.exit(2)
+    except OSError as e:
+        err_console.print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), markup=False)
+        sys.exit(2)
+    except Exception as e:  # a bug: say so in one line unless asked for the traceback
+        if os.environ.get("SUPERNAS_DEBUG"):
+            raise
+        err_console.print(f"internal error: {type(e).__name__}: {e} (set SUPERNAS_DEBUG=1 for the traceback)",
+                          markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

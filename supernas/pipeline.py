@@ -1,0 +1,319 @@
+"""A whole run: train -> search -> export -> report, each step resumable from its run directory.
+
+Run directory layout::
+
+    config.yaml        the validated run file (a run directory belongs to one run file)
+    checkpoints/       supernet checkpoints (last.pt is complete after every epoch)
+    results.db         every evaluation (SQLite result store)
+    front.csv          the Pareto front table; report.html + plots/ the report
+    <pick>.onnx/.pt2   exported sub-networks (+ .json with their config and checks)
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import RunConfig, dump_config, load_config
+from .errors import CheckpointError, ConfigError
+from .measure.objectives import direction
+from .space import Config
+from .supernets import Supernet, create_supernet
+
+SEARCH_RUN = "search"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.db"
+
+    @property
+    def search_json(self) -> Path:
+        return self.root / "search.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+
+def default_config() -> RunConfig:
+    """The embedded default: digits, a small mbv3 supernet, minutes on a 2-core CPU, fully offline."""
+    from .train.recipes import EMBEDDED_DEFAULT
+
+    return RunConfig.model_validate(EMBEDDED_DEFAULT)
+
+
+def _comparable(cfg: RunConfig) -> dict[str, Any]:
+    d = cfg.model_dump(mode="json")
+    d.pop("out", None)
+    return d
+
+
+def open_run(cfg: RunConfig, fresh: bool = False) -> RunPaths:
+    """Create (or reopen) the run directory; it must belong to the same run file."""
+    paths = RunPaths(Path(cfg.out))
+    if fresh and paths.root.exists():
+        if not paths.config.exists():
+            raise ConfigError(f"{paths.root} exists and is not a supernas run directory; not deleting it")
+        shutil.rmtree(paths.root)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if paths.config.exists():
+        old = load_config(paths.config)
+        if _comparable(old) != _comparable(cfg):
+            raise ConfigError(f"{paths.root} holds a run made with another run file; use --fresh to start "
+                              f"over or --out to choose another directory")
+    else:
+        tmp = paths.config.with_suffix(".tmp")
+        tmp.write_text(dump_config(cfg))
+        tmp.replace(paths.config)
+    return paths
+
+
+def run_from_dir(run_dir: str | Path) -> tuple[RunConfig, RunPaths]:
+    paths = RunPaths(Path(run_dir))
+    if not paths.config.exists():
+        raise ConfigError(f"{paths.root} is not a supernas run directory (no config.yaml)")
+    cfg = load_config(paths.config)
+    cfg.out = str(paths.root)
+    return cfg, paths
+
+
+# ----------------------------------------------------------------------------- building blocks
+def load_data(cfg: RunConfig):
+    from .data import load_dataset
+
+    d = cfg.data
+    return load_dataset(d.dataset, kind=d.kind, image_size=d.image_size, channels=d.channels, seed=cfg.seed)
+
+
+def build_supernet(cfg: RunConfig, bundle: Any) -> Supernet:
+    """The run's supernet; classes, channels and image size default to the data's."""
+    args = dict(cfg.supernet.args)
+    args.setdefault("num_classes", bundle.num_classes)
+    args.setdefault("in_channels", bundle.in_channels)
+    args.setdefault("image_size", bundle.image_size)
+    return create_supernet(cfg.supernet.family, **args)
+
+
+def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: Console | None = None):
+    """Train (or resume training) the run's supernet; returns (supernet, data bundle)."""
+    from .train import train as train_supernet
+
+    bundle = load_data(cfg)
+    net = build_supernet(cfg, bundle)
+    t = cfg.train
+    result = train_supernet(net, bundle, epochs=t.epochs, rule=t.rule, num_random=t.num_random,
+                            distill=t.distill, progressive=t.progressive, optimizer=t.optimizer, lr=t.lr,
+                            weight_decay=t.weight_decay, label_smoothing=t.label_smoothing,
+                            warmup_epochs=t.warmup_epochs, batch_size=cfg.data.batch_size, amp=t.amp,
+                            checkpoint_dir=paths.checkpoints, resume=True, seed=cfg.seed, progress=progress,
+                            **t.extra)
+    if console is not None:
+        console.print(f"trained supernet: {result.summary()}" if hasattr(result, "summary") else "trained supernet")
+    return net, bundle
+
+
+def trained_supernet(cfg: RunConfig, paths: RunPaths):
+    """The run's trained supernet from its last checkpoint, and the data."""
+    from .train import load_supernet
+
+    last = paths.checkpoints / "last.pt"
+    if not last.exists():
+        raise CheckpointError(f"no trained supernet in {paths.checkpoints}; run `supernas train` first")
+    bundle = load_data(cfg)
+    net = load_supernet(last)
+    return net, bundle
+
+
+def make_evaluator(cfg: RunConfig, net: Supernet, bundle: Any, columns: Sequence[str] | None = None):
+    from .data import loaders
+    from .measure import Evaluator
+
+    cols = list(columns or cfg.search.objectives)
+    train_loader, val_loader = loaders(bundle, batch_size=cfg.data.batch_size, seed=cfg.seed)[:2]
+    targets = {name: t.model_dump() | {"name": name} for name, t in cfg.targets.items()}
+    return Evaluator(net, cols, calib_loader=train_loader, eval_loader=val_loader, targets=targets,
+                     calib_batches=cfg.search.calib_batches)
+
+
+def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: bool = True,
+                console: Console | None = None, net: Supernet | None = None, bundle: Any = None):
+    """Search the trained supernet; every evaluation goes to results.db as it is measured."""
+    from .search import search as run_search
+
+    if net is None:
+        net, bundle = trained_supernet(cfg, paths)
+    net.eval()
+    s = cfg.search
+    evaluator = make_evaluator(cfg, net, bundle)
+    result = run_search(net, evaluator, s.objectives, strategy=s.strategy, evaluations=s.evaluations,
+                        seed=cfg.seed, store=paths.results, run=SEARCH_RUN, constraints=s.constraints or None,
+                        workers=s.workers, ray_address=s.ray_address, progress=progress, resume=resume)
+    paths.search_json.write_text(json.dumps({"hypervolume": result.hypervolume, **result.summary()},
+                                            indent=1, default=str))
+    if console is not None:
+        print_front(console, result.front, s.objectives, knee=result.knee)
+    return result
+
+
+def print_front(console: Console, front: Sequence[Any], columns: Sequence[str], knee: Any = None) -> None:
+    table = Table(title=f"Pareto front ({len(front)} sub-networks)")
+    table.add_column("#")
+    for c in columns:
+        table.add_column(f"{c} ({'max' if direction(c) == 'max' else 'min'})", justify="right")
+    for i, p in enumerate(front):
+        mark = " knee" if knee is not None and p.key == knee.key else ""
+        table.add_row(f"{i}{mark}", *(_fmt(p.values[c]) for c in columns))
+    console.print(table)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+
+
+# ----------------------------------------------------------------------------- export and report
+def evaluations_frame(cfg: RunConfig, paths: RunPaths):
+    """One row per successfully evaluated config of the run's search (key, config, metric columns)."""
+    from .store import Store
+
+    if not paths.results.exists():
+        raise ConfigError(f"{paths.root} has no results yet; run `supernas search` first")
+    with Store(paths.results, readonly=True) as db:
+        df = db.dataframe(SEARCH_RUN)
+    if "status" in df.columns:
+        df = df[df["status"] == "ok"]
+    missing = [c for c in cfg.search.objectives if c not in df.columns]
+    if df.empty or missing:
+        raise ConfigError(f"{paths.root} holds no complete evaluations of {', '.join(cfg.search.objectives)}")
+    return df.dropna(subset=cfg.search.objectives).reset_index(drop=True)
+
+
+def pick_config(cfg: RunConfig, paths: RunPaths, pick: str) -> tuple[str, Config]:
+    """``knee``, ``best-<column>`` or a row id of front.csv -> (name, config)."""
+    from .report import front_table
+
+    cols = cfg.search.objectives
+    front = front_table(evaluations_frame(cfg, paths), cols).reset_index(drop=True)
+    if pick == "knee":
+        row = front[front["knee"]].iloc[0]
+    elif pick.startswith("best-"):
+        col = pick[len("best-"):]
+        if col not in cols:
+            raise ConfigError(f"cannot pick {pick!r}: {col!r} is not an objective ({', '.join(cols)})")
+        row = front.sort_values(col, ascending=direction(col) == "min", kind="stable").iloc[0]
+    elif pick.isdigit() and int(pick) < len(front):
+        row = front.iloc[int(pick)]
+    else:
+        raise ConfigError(f"unknown pick {pick!r}: use knee, best-<objective> or a front row id "
+                          f"0..{len(front) - 1}")
+    name = pick.replace("@", "_") if not pick.isdigit() else f"front{pick}"
+    return name, json.loads(row["config"])
+
+
+def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[str], net: Supernet | None = None):
+    """Export one picked sub-network (BN-recalibrated on training data) into the run directory."""
+    from .data import loaders
+    from .export import export
+    from .train import recalibrate_bn
+
+    name, config = pick_config(cfg, paths, pick)
+    if net is None:
+        net, bundle = trained_supernet(cfg, paths)
+    else:
+        bundle = load_data(cfg)
+    sub = net.extract(config)
+    recalibrate_bn(sub, loaders(bundle, batch_size=cfg.data.batch_size, seed=cfg.seed)[0],
+                   cfg.search.calib_batches)
+    return export(sub, config, paths.root, formats=formats, name=name, input_shape=net.input_shape(config))
+
+
+def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None = None) -> Path:
+    from .report import write_report
+
+    df = evaluations_frame(cfg, paths)
+    hv = []
+    if paths.search_json.exists():
+        hv = list(enumerate(json.loads(paths.search_json.read_text()).get("hypervolume", []), 1))
+    if exports is None:
+        exports = sorted(p for p in paths.root.iterdir() if p.suffix in (".onnx", ".pt2"))
+    summary = {"run file": str(paths.config), "supernet": f"{cfg.supernet.family} {cfg.supernet.args}",
+               "data": cfg.data.dataset, "strategy": cfg.search.strategy,
+               "targets": ", ".join(f"{n} ({t.backend}, {t.threads} threads, batch {t.batch_size})"
+                                    for n, t in cfg.targets.items())}
+    return write_report(paths.root, df, cfg.search.objectives, hv_history=hv, exports=exports,
+                        title=f"supernas report: {cfg.name}", summary=summary)
+
+
+def run_all(cfg: RunConfig, fresh: bool = False, progress: bool = True, console: Console | None = None) -> Path:
+    """train -> search -> export the configured picks -> report; every step resumes."""
+    console = console or Console()
+    t0 = time.perf_counter()
+    paths = open_run(cfg, fresh=fresh)
+    console.print(f"[bold]supernas run[/bold] {cfg.name} -> {paths.root}")
+    net, bundle = train_step(cfg, paths, progress=progress, console=console)
+    search_step(cfg, paths, resume=True, progress=progress, console=console, net=net, bundle=bundle)
+    exported: list[Path] = []
+    for pick in cfg.export.picks:
+        res = export_pick(cfg, paths, pick, cfg.export.formats, net=net)
+        console.print(res.summary)
+        exported += [p for k, p in res.files.items() if k in ("onnx", "torch", "torchscript")]
+    report = report_step(cfg, paths, exports=exported)
+    console.print(f"done in {time.perf_counter() - t0:.0f} s. Report: [bold]{report}[/bold]")
+    return report
+
+
+def measure_step(cfg: RunConfig, names: Sequence[str], columns: Sequence[str] | None = None,
+                 untrained: bool = False, console: Console | None = None) -> list[dict[str, float]]:
+    """Measure presets / JSON config files of the run's supernet and print a table."""
+    console = console or Console()
+    paths = RunPaths(Path(cfg.out))
+    if untrained:
+        bundle = load_data(cfg)
+        net = build_supernet(cfg, bundle).eval()
+        columns = columns or [c for c in cfg.search.objectives if c not in ("accuracy", "top5")]
+    else:
+        net, bundle = trained_supernet(cfg, paths)
+    cols = list(columns or cfg.search.objectives)
+    evaluator = make_evaluator(cfg, net, bundle, cols)
+    table = Table(title="measurements")
+    table.add_column("config")
+    for c in cols:
+        table.add_column(c, justify="right")
+    rows = []
+    for name in names:
+        config = _named_config(net, name)
+        values = evaluator(config)
+        rows.append(values)
+        table.add_row(name, *(_fmt(values[c]) for c in cols))
+    console.print(table)
+    return rows
+
+
+def _named_config(net: Supernet, name: str) -> Config:
+    p = Path(name)
+    if p.suffix == ".json":
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            return net.space.validate(json.loads(p.read_text()))
+        except json.JSONDecodeError:
+            raise ConfigError(f"{p} is not valid JSON") from None
+    return net.space.preset(name)

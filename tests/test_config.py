@@ -1,0 +1,49 @@
+"""The YAML run file: strict validation with one-line errors naming the key."""
+import pytest
+import yaml
+
+from supernas.config import RunConfig, dump_config, load_config, parse_config
+from supernas.errors import ConfigError
+
+
+def test_defaults_roundtrip(tmp_path):
+    cfg = RunConfig()
+    p = tmp_path / "run.yaml"
+    p.write_text(dump_config(cfg))
+    assert load_config(p) == cfg
+
+
+@pytest.mark.parametrize("doc, message", [
+    ({"trian": {}}, "config error at trian: unknown key"),
+    ({"train": {"epochs": -1}}, "config error at train.epochs: Input should be greater than or equal to 0"),
+    ({"train": {"optimizer": "adam"}}, "config error at train.optimizer"),
+    ({"supernet": {"family": "mbv4"}}, "unknown supernet family 'mbv4'"),
+    ({"search": {"objectives": ["acc"]}}, "unknown objective 'acc'"),
+    ({"search": {"objectives": ["latency_ms@gpu"]}}, "names target 'gpu', which is not in targets"),
+    ({"search": {"evaluations": 0}}, "config error at search.evaluations"),
+    ({"targets": {"cpu": {"backend": "tpu"}}}, "target 'cpu': backend"),
+    ({"search": {"strategy": "linass"}}, "unknown search strategy 'linass'"),
+    ({"export": {"formats": ["tflite"]}}, "config error at export.formats.0"),
+    ([1, 2], "must be a YAML mapping"),
+])
+def test_bad_values_give_one_line(doc, message):
+    with pytest.raises(ConfigError) as e:
+        parse_config(doc, "run.yaml")
+    text = str(e.value)
+    assert message in text and "\n" not in text
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [1,\n  epochs: 2")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="run file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_partial_file_fills_defaults(tmp_path):
+    p = tmp_path / "run.yaml"
+    p.write_text(yaml.safe_dump({"train": {"epochs": 3}, "search": {"strategy": "nsga2"}}))
+    cfg = load_config(p)
+    assert cfg.train.epochs == 3 and cfg.search.strategy == "nsga2" and cfg.train.optimizer == "sgd"
