@@ -223,7 +223,8 @@ def _runner(fmt: str, path: Path) -> tuple[str, Callable[[np.ndarray], np.ndarra
         with _quiet():
             module = torch.export.load(str(path)).module()
     else:
-        module = torch.jit.load(str(path))
+        with _quiet():  # torch 2.13 marks torch.jit deprecated; loading still works
+            module = torch.jit.load(str(path))
 
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
