@@ -292,6 +292,9 @@ def export(model: nn.Module, cfg: Mapping[str, Any] | None, out: str | Path, *,
                 files["onnx"] = out_dir / f"{stem}{_SUFFIXES['onnx']}"
                 n_bytes = sum(t.numel() * t.element_size() for t in sub.state_dict().values())
                 _write_onnx(program, example, files["onnx"], opset, n_bytes)
+                weights = files["onnx"].with_name(files["onnx"].name + ".data")
+                if n_bytes > _ONNX_EXTERNAL_DATA_BYTES and weights.exists():  # weights beside the graph
+                    files["onnx_data"] = weights
         if "torchscript" in fmts:
             files["torchscript"] = out_dir / f"{stem}{_SUFFIXES['torchscript']}"
             _write_torchscript(sub, example, files["torchscript"])
