@@ -1,0 +1,44 @@
+"""Top-1 / top-5 accuracy of a classifier on a held-out loader."""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..errors import DataError
+
+
+@torch.inference_mode()
+def evaluate_accuracy(model: nn.Module, batches: Iterable, max_batches: int | None = None,
+                      device: torch.device | str | None = None) -> dict[str, float]:
+    """``{"accuracy": top-1, "top5": top-5}`` as fractions in [0, 1] over ``(x, y)`` batches (``top5``
+    only when the model has more than 5 classes). The model is evaluated in eval mode, its mode restored."""
+    was_training = model.training
+    model.eval()
+    correct1 = correct5 = total = 0
+    num_classes = 0
+    try:
+        for i, batch in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise DataError("accuracy needs (inputs, labels) batches")
+            x, y = batch[0], batch[1]
+            if device is not None:
+                x, y = x.to(device), y.to(device)
+            logits = model(x)
+            num_classes = logits.shape[-1]
+            top = logits.topk(min(5, num_classes), dim=-1).indices
+            hit = top == y.view(-1, 1)
+            correct1 += int(hit[:, 0].sum())
+            correct5 += int(hit.any(dim=1).sum())
+            total += int(y.numel())
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise DataError("the evaluation loader yielded no samples")
+    out = {"accuracy": correct1 / total}
+    if num_classes > 5:
+        out["top5"] = correct5 / total
+    return out

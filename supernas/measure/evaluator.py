@@ -1,0 +1,194 @@
+"""The Evaluator: every requested metric column of one config (extract, BN-recalibrate, evaluate, time, count).
+
+Objectives are measured by the function bound to them in the registry (:mod:`.objectives`); each is called
+as ``fn(ctx)`` with a :class:`MeasureContext`. Users add their own objectives the same way::
+
+    @register_objective("energy_mj", "min", per_target=True)
+    def energy(ctx: MeasureContext) -> float:
+        return my_meter(ctx.model, ctx.example(), ctx.target)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..space import Config
+from ..train.bn import recalibrate_bn
+from .accuracy import evaluate_accuracy
+from .counting import count_bytes, count_macs, count_params
+from .latency import measure_latency
+from .lut import example_input
+from .memory import peak_memory
+from .objectives import get_objective, register_objective, split_column
+from .targets import TargetSpec, require_available, resolve_targets
+
+#: objectives whose value does not depend on the weights: no BN recalibration needed for them
+WEIGHT_FREE = {"macs", "params", "bytes", "latency_ms", "peak_mem"}
+
+
+@dataclass
+class MeasureContext:
+    """What an objective function sees: the sub-network (``model``, static, BN-recalibrated when the
+    evaluator has calibration data, eval mode), its ``config``, the ``target`` of a per-target column
+    (None otherwise), the held-out ``eval_loader`` and a per-config ``cache``."""
+
+    supernet: nn.Module
+    config: Config
+    model: nn.Module
+    target: TargetSpec | None = None
+    eval_loader: Iterable | None = None
+    eval_batches: int | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def example(self, batch: int | None = None) -> torch.Tensor:
+        """An input batch for this sub-network: the target's batch size and shape, or one sample."""
+        if self.target is not None and batch is None:
+            return example_input(self.supernet, self.config, self.target)
+        spec = TargetSpec(name="example", backend="cpu", batch_size=batch or 1)
+        return example_input(self.supernet, self.config, spec)
+
+    def accuracy(self) -> dict[str, float]:
+        """Top-1 / top-5 on the eval loader, computed once per config."""
+        if "accuracy" not in self.cache:
+            if self.eval_loader is None:
+                raise ConfigError("accuracy needs an evaluation loader (eval_loader or data)")
+            self.cache["accuracy"] = evaluate_accuracy(self.model, self.eval_loader, self.eval_batches)
+        return self.cache["accuracy"]
+
+
+# ------------------------------------------------------------------ built-in objective functions
+def _describe(name: str) -> tuple[str, bool, str]:
+    obj = get_objective(name)
+    return obj.direction, obj.per_target, obj.description
+
+
+def _bind(name: str):
+    d, per_target, desc = _describe(name)
+    return register_objective(name, d, per_target, desc)
+
+
+@_bind("accuracy")
+def _accuracy(ctx: MeasureContext) -> float:
+    return ctx.accuracy()["accuracy"]
+
+
+@_bind("top5")
+def _top5(ctx: MeasureContext) -> float:
+    acc = ctx.accuracy()
+    return acc.get("top5", acc["accuracy"])  # with <= 5 classes top-5 is top-1 (the case is uninformative)
+
+
+@_bind("macs")
+def _macs(ctx: MeasureContext) -> float:
+    return float(count_macs(ctx.model, example=ctx.example(batch=1)))
+
+
+@_bind("params")
+def _params(ctx: MeasureContext) -> float:
+    return float(count_params(ctx.model))
+
+
+@_bind("bytes")
+def _bytes(ctx: MeasureContext) -> float:
+    return float(count_bytes(ctx.model))
+
+
+@_bind("latency_ms")
+def _latency(ctx: MeasureContext) -> float:
+    assert ctx.target is not None
+    return measure_latency(ctx.model, ctx.example(), ctx.target).median_ms
+
+
+@_bind("peak_mem")
+def _peak_mem(ctx: MeasureContext) -> float:
+    assert ctx.target is not None
+    return float(peak_memory(ctx.model, ctx.example(), ctx.target))
+
+
+# --------------------------------------------------------------------------------- evaluator
+def _loaders_from(data: Any) -> tuple[Any, Any]:
+    """(calibration, evaluation) loaders from a ``DataBundle`` or a ``(train, val)`` pair of loaders."""
+    if isinstance(data, (tuple, list)) and len(data) >= 2:
+        return data[0], data[1]
+    if hasattr(data, "train") and hasattr(data, "val"):
+        from ..data import loaders  # data is an earlier stage than measure
+
+        train, val, _ = loaders(data)
+        return train, val
+    raise ConfigError(f"data must be a DataBundle or a (train_loader, val_loader) pair, got {type(data).__name__}")
+
+
+class Evaluator:
+    """Measures the metric ``columns`` (``accuracy``, ``macs``, ``latency_ms@cpu`` ...) of configs of
+    ``supernet``. Picklable (so Ray can ship it); it holds no open sessions or handles.
+
+    ``data`` (a ``DataBundle`` or ``(train, val)`` loaders) or ``calib_loader`` / ``eval_loader`` give
+    the batches for BN recalibration (``calib_batches`` of them) and accuracy (``eval_batches``, default
+    all). ``targets`` maps target names to :class:`TargetSpec` or dicts; the built-ins need no entry.
+    Raises :class:`ConfigError` for unknown or malformed columns and :class:`TargetUnavailable` for a
+    target this machine lacks (e.g. ``latency_ms@cuda`` without a GPU)."""
+
+    def __init__(self, supernet: nn.Module, columns: Sequence[str], *, data: Any = None,
+                 calib_loader: Iterable | None = None, eval_loader: Iterable | None = None,
+                 targets: Mapping[str, TargetSpec | Mapping[str, Any] | str] | None = None,
+                 calib_batches: int = 20, eval_batches: int | None = None) -> None:
+        if not columns:
+            raise ConfigError("the evaluator needs at least one metric column")
+        if data is not None:
+            d_calib, d_eval = _loaders_from(data)
+            calib_loader = calib_loader if calib_loader is not None else d_calib
+            eval_loader = eval_loader if eval_loader is not None else d_eval
+        if calib_batches < 0:
+            raise ConfigError(f"calib_batches must be >= 0, got {calib_batches}")
+        self.supernet, self.columns = supernet, list(dict.fromkeys(columns))
+        self.calib_loader, self.eval_loader = calib_loader, eval_loader
+        self.calib_batches, self.eval_batches = calib_batches, eval_batches
+        names = []
+        for col in self.columns:
+            obj, target = get_objective(col), split_column(col)[1]
+            if obj.per_target and not target:
+                raise ConfigError(f"column {col!r} needs a target, e.g. {col}@cpu")
+            if not obj.per_target and target:
+                raise ConfigError(f"objective {obj.name!r} is not measured per target; use {obj.name!r}")
+            if obj.fn is None:
+                raise ConfigError(f"objective {obj.name!r} has no measuring function")
+            if obj.name in ("accuracy", "top5") and eval_loader is None:
+                raise ConfigError(f"column {col!r} needs evaluation data (data= or eval_loader=)")
+            if target:
+                names.append(target)
+        self.targets = resolve_targets(targets, list(dict.fromkeys(names)))
+        for spec in self.targets.values():
+            require_available(spec)
+
+    @property
+    def needs_weights(self) -> bool:
+        return any(split_column(c)[0] not in WEIGHT_FREE for c in self.columns)
+
+    def prepare(self, cfg: Mapping[str, Any]) -> nn.Module:
+        """The static sub-network of ``cfg``, BN-recalibrated when the columns depend on weights."""
+        was_training = self.supernet.training
+        sub = self.supernet.extract(cfg)  # type: ignore[operator]
+        self.supernet.train(was_training)
+        if self.needs_weights and self.calib_loader is not None and self.calib_batches > 0:
+            recalibrate_bn(sub, self.calib_loader, self.calib_batches)
+        return sub.eval()
+
+    def __call__(self, cfg: Mapping[str, Any]) -> dict[str, float]:
+        """Every requested column for config ``cfg``."""
+        config = self.supernet.space.validate(cfg)  # type: ignore[attr-defined]
+        model = self.prepare(config)
+        cache: dict[str, Any] = {}
+        out: dict[str, float] = {}
+        for col in self.columns:
+            obj, target = get_objective(col), split_column(col)[1]
+            ctx = MeasureContext(self.supernet, config, model, self.targets.get(target) if target else None,
+                                 self.eval_loader, self.eval_batches, cache)
+            out[col] = float(obj.fn(ctx))  # type: ignore[misc]
+        return out
+
+    def __repr__(self) -> str:
+        return f"Evaluator({type(self.supernet).__name__}, columns={self.columns})"
