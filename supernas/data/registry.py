@@ -1,0 +1,36 @@
+"""``load_dataset``: one entry point for every dataset kind."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DataError
+from .bundle import DataBundle
+from .readers import DIGITS_IMAGE_SIZE, load_cifar, load_digits_bundle, load_image_folder
+
+KINDS = ("digits", "folder", "cifar")
+
+
+def _guess_kind(path: Path) -> str:
+    for sub in ("", "cifar-10-batches-py", "cifar-100-python"):
+        d = path / sub
+        if (d / "test_batch").is_file() or ((d / "train").is_file() and (d / "test").is_file()):
+            return "cifar"
+    return "folder"
+
+
+def load_dataset(name_or_path: str | Path = "digits", kind: str | None = None, image_size: int | None = None,
+                 seed: int = 0, channels: int = 3) -> DataBundle:
+    """Load ``"digits"`` (the embedded default), an image-folder tree or a CIFAR batch folder.
+    ``kind`` ("digits", "folder", "cifar") is guessed from the path when omitted; ``image_size`` defaults
+    to 16 for digits, 32 for CIFAR and the first image's size for folders; ``channels`` applies to folders."""
+    if kind is not None and kind not in KINDS:
+        raise DataError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
+    if kind == "digits" or (kind is None and str(name_or_path) == "digits"):
+        return load_digits_bundle(image_size or DIGITS_IMAGE_SIZE, seed)
+    path = Path(name_or_path)
+    if not path.exists():
+        raise DataError(f"dataset {str(name_or_path)!r} not found: neither 'digits' nor an existing folder")
+    kind = kind or _guess_kind(path)
+    if kind == "cifar":
+        return load_cifar(path, image_size or 32, seed)
+    return load_image_folder(path, image_size, channels, seed)
