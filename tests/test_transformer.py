@@ -214,3 +214,20 @@ def test_bad_bert_arguments_are_config_errors(kw):
 def test_vit_bad_patch_is_config_error():
     with pytest.raises(sn.ConfigError, match="patch_size"):
         sn.create_supernet("vit", image_size=9, patch_size=2)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_bert_subnetwork_exports_to_onnx_runtime(bert, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    cfg = bert.space.sample(seed=21)
+    sub = bert.extract(cfg)
+    ids, mask, _ = _text_batch()
+    path = tmp_path / "bert.onnx"
+    torch.onnx.export(sub, (ids, mask), str(path), dynamo=False, input_names=["ids", "mask"],
+                      output_names=["logits"], dynamic_axes={"ids": {0: "b", 1: "s"}, "mask": {0: "b", 1: "s"}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids2, mask2, _ = _text_batch(seed=5, batch=3, seq=7)
+    for i, m in ((ids, mask), (ids2, mask2)):
+        out = sess.run(None, {"ids": i.numpy(), "mask": m.numpy()})[0]
+        with torch.no_grad():
+            assert abs(out - sub(i, m).numpy()).max() <= 1e-4

@@ -38,9 +38,9 @@ def key_padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-           prob_dropout: nn.Module | None = None) -> torch.Tensor:
+           prob_dropout: nn.Module | None = None, head_dim: int | None = None) -> torch.Tensor:
     """Scaled dot-product attention over ``[batch, heads, seq, head_dim]`` tensors."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(head_dim or q.shape[-1])
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     probs = scores.softmax(-1)
@@ -66,7 +66,7 @@ class MultiHeadAttention(nn.Module):
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, s, self.heads, self.head_dim).transpose(1, 2)
 
-        ctx = attend(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask, self.attn_dropout)
+        ctx = attend(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask, self.attn_dropout, self.head_dim)
         return self.dropout(self.out(ctx.transpose(1, 2).reshape(b, s, -1)))
 
 
@@ -159,13 +159,14 @@ class ElasticMultiHeadAttention(nn.Module):
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, s, self.active_heads, self.head_dim).transpose(1, 2)
 
-        ctx = attend(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask, self.attn_dropout)
+        ctx = attend(split(self.query(x)), split(self.key(x)), split(self.value(x)), mask, self.attn_dropout, self.head_dim)
         return self.dropout(self.out(ctx.transpose(1, 2).reshape(b, s, -1)))
 
     @torch.no_grad()
     def extract(self, hidden: int) -> MultiHeadAttention:
         self._set_widths(hidden)
-        m = MultiHeadAttention(hidden, self.active_heads, self.head_dim, self.dropout.p, self.attn_dropout.p)
+        with torch.device("meta"):  # skip a random init of layers replaced just below
+            m = MultiHeadAttention(hidden, self.active_heads, self.head_dim, self.dropout.p, self.attn_dropout.p)
         m.query, m.key, m.value = (lin.extract(hidden) for lin in (self.query, self.key, self.value))
         m.out = self.out.extract(self.active_heads * self.head_dim)
         return m
@@ -202,7 +203,8 @@ class ElasticFeedForward(nn.Module):
     @torch.no_grad()
     def extract(self, hidden: int) -> FeedForward:
         self.fc1.active_out, self.fc2.active_out = self.active_inner, hidden
-        m = FeedForward(hidden, self.active_inner, self.act_name, self.dropout.p)
+        with torch.device("meta"):
+            m = FeedForward(hidden, self.active_inner, self.act_name, self.dropout.p)
         m.fc1, m.fc2 = self.fc1.extract(hidden), self.fc2.extract(self.active_inner)
         return m
 
