@@ -106,11 +106,12 @@ def main() -> None:
     order = torch.randperm(len(train_all), generator=torch.Generator().manual_seed(args.seed)).tolist()
     train_all.texts = [train_all.texts[i] for i in order]
     train_all.labels = train_all.labels[order]
-    full = text_tensor_dataset(train_all, tok, args.max_length, limit=args.train_size + args.select_size)
+    full = text_tensor_dataset(train_all, tok, args.max_length, limit=args.train_size + args.select_size,
+                               include_mask=True)
     train = torch.utils.data.Subset(full, range(args.train_size))
     select = full[args.train_size:args.train_size + args.select_size]
     select = torch.utils.data.TensorDataset(*select)
-    dev = text_tensor_dataset(read_text_classification(data / "dev.tsv"), tok, args.max_length)
+    dev = text_tensor_dataset(read_text_classification(data / "dev.tsv"), tok, args.max_length, include_mask=True)
 
     # -------------------------------------------------------------- sandwich fine-tuning
     for p in net.embeddings.word.parameters():  # the 11.7 M-entry table stays frozen: faster steps on CPU

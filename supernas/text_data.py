@@ -3,7 +3,7 @@
 ``read_text_classification`` reads a delimited file with pandas (tab for ``.tsv``, comma otherwise,
 or as given) and checks it; ``tokenize_texts`` turns texts into ``input_ids`` / ``attention_mask``
 tensors with a ``tokenizers.Tokenizer``; ``text_tensor_dataset`` gives a ``TensorDataset`` of
-``(input_ids, attention_mask, labels)`` batches for training and evaluation.
+``(input_ids, labels)`` (or ``(input_ids, attention_mask, labels)``) batches for training and evaluation.
 """
 from __future__ import annotations
 
@@ -136,8 +136,12 @@ def tokenize_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int =
 
 
 def text_tensor_dataset(data: TextClassificationData, tokenizer: Tokenizer, max_length: int = 128,
-                        limit: int | None = None) -> TensorDataset:
-    """``TensorDataset`` of ``(input_ids, attention_mask, labels)``; ``limit`` keeps the first rows only."""
+                        limit: int | None = None, include_mask: bool = False) -> TensorDataset:
+    """``TensorDataset`` of ``(input_ids, labels)``, or ``(input_ids, attention_mask, labels)`` with
+    ``include_mask``; ``limit`` keeps the first rows only. The two-tensor form suits
+    ``supernas.train.train``: the ``bert`` family masks [PAD] ids itself (same pad id as the tokenizer)."""
     n = len(data) if limit is None else min(limit, len(data))
     enc = tokenize_texts(tokenizer, data.texts[:n], max_length)
-    return TensorDataset(enc["input_ids"], enc["attention_mask"], data.labels[:n])
+    if include_mask:
+        return TensorDataset(enc["input_ids"], enc["attention_mask"], data.labels[:n])
+    return TensorDataset(enc["input_ids"], data.labels[:n])

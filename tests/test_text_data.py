@@ -72,9 +72,11 @@ def test_tokenize_to_fixed_length_and_dataset(tmp_path):
     assert tok.padding is None and tok.truncation is None  # the caller's tokenizer is untouched
     f = tmp_path / "t.tsv"
     f.write_text("label\tsentence\n1\tgood film\n0\tbad film\n1\tvery good\n")
-    ds = text_tensor_dataset(read_text_classification(f), tok, max_length=4, limit=2)
-    ids, mask, labels = ds[:]
+    data = read_text_classification(f)
+    ids, mask, labels = text_tensor_dataset(data, tok, max_length=4, limit=2, include_mask=True)[:]
     assert ids.shape == (2, 4) and labels.tolist() == [1, 0] and mask.sum().item() == 4
+    ids2, labels2 = text_tensor_dataset(data, tok, max_length=4)[:]
+    assert torch.equal(ids2[:2], ids) and labels2.tolist() == [1, 0, 1]
     with pytest.raises(DataError, match="max_length"):
         tokenize_texts(tok, ["good"], max_length=1)
 

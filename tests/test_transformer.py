@@ -30,6 +30,15 @@ def _randomise(net: nn.Module, seed: int = 0) -> nn.Module:
     return net
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The models here are tiny: one intra-op thread is faster than two (and robust on a busy machine)."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
 @pytest.fixture(scope="module")
 def bert():
     return _randomise(sn.create_supernet("bert", **SMALL_BERT)).eval()
@@ -154,7 +163,7 @@ def _bert_macs(cfg, seq, classes) -> int:
 
 
 def test_bert_counts_are_exact(bert):
-    for cfg in _configs(bert.space, n=8, seed=4):
+    for cfg in _configs(bert.space, n=4, seed=4):
         sub = bert.extract(cfg)
         costs = sn.count(sub, example=bert.example_input(cfg, batch=1))
         assert costs["params"] == _bert_params(cfg, 40, 20, 2, 3)
@@ -231,3 +240,33 @@ def test_bert_subnetwork_exports_to_onnx_runtime(bert, tmp_path):
         out = sess.run(None, {"ids": i.numpy(), "mask": m.numpy()})[0]
         with torch.no_grad():
             assert abs(out - sub(i, m).numpy()).max() <= 1e-4
+
+
+def test_pad_tokens_are_masked_without_an_explicit_mask(bert):
+    ids, mask, types = _text_batch()
+    padded = ids.masked_fill(mask == 0, 0)  # [PAD] = 0 where the mask is 0, real tokens elsewhere
+    padded[mask == 1] = padded[mask == 1].clamp(min=1)
+    bert.set_active(bert.space.sample(seed=8))
+    sub = bert.extract(bert.space.sample(seed=8))
+    with torch.no_grad():
+        assert torch.allclose(bert(padded), bert(padded, mask), atol=1e-6)
+        assert torch.allclose(sub(padded), sub(padded, mask), atol=1e-6)
+    assert (bert.example_input(batch=2) != 0).all()
+    bert.set_active(bert.space.largest())
+
+
+def test_trainer_runs_the_bert_family_on_text_batches():
+    from torch.utils.data import TensorDataset
+
+    from supernas.train import train
+
+    torch.manual_seed(0)
+    net = sn.create_supernet("bert", **{**SMALL_BERT, "num_classes": 2})
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, SMALL_BERT["vocab_size"], (48, 8), generator=g)
+    ids[::2, 5:] = 0  # right padding on half of the rows
+    labels = (ids == 7).any(1).long()
+    data = (TensorDataset(ids[:32], labels[:32]), TensorDataset(ids[32:], labels[32:]))
+    result = train(net, data, epochs=1, batch_size=16, optimizer="adamw", lr=1e-3, num_random=1, progress=False)
+    row = result.history[-1]
+    assert torch.isfinite(torch.tensor(row["loss_largest"])) and 0.0 <= row["val_acc_largest"] <= 1.0

@@ -8,6 +8,8 @@ sub-network is the full model; at BERT-base sizes with ``num_classes=0`` it has 
 Inputs are token ids, a LongTensor ``[batch, seq]``, plus an optional ``attention_mask`` (1 = real
 token, 0 = padding) and ``token_type_ids``. ``input_shape(cfg, batch)`` is ``(batch, seq_len)`` and
 ``example_input(cfg, batch)`` gives matching ids, e.g. for ``supernas.count(sub, example=...)``.
+Without an explicit mask, [PAD] tokens (``pad_token_id``) are masked, so right-padded ``(ids, labels)``
+batches train and evaluate like images (``supernas.train.train`` works unchanged).
 ``forward`` returns class logits ``[batch, num_classes]``, or the pooled ``[batch, hidden]`` features when
 ``num_classes=0``; ``encode`` returns the last hidden states ``[batch, seq, hidden]``.
 """
@@ -61,14 +63,18 @@ class Bert(nn.Module):
     """Static BERT sub-network: embeddings, encoder, tanh pooler on [CLS], optional classifier."""
 
     def __init__(self, embeddings: BertEmbeddings, encoder: StaticEncoder, pooler: nn.Linear,
-                 classifier: nn.Linear | None, dropout: float) -> None:
+                 classifier: nn.Linear | None, dropout: float, pad_token_id: int | None = 0) -> None:
         super().__init__()
         self.embeddings, self.encoder, self.pooler, self.classifier = embeddings, encoder, pooler, classifier
         self.dropout = nn.Dropout(dropout)
+        self.pad_token_id = pad_token_id
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Last hidden states ``[batch, seq, hidden]``."""
+        """Last hidden states ``[batch, seq, hidden]``. Without ``attention_mask``, [PAD] tokens
+        (``pad_token_id``) are masked, so ``(ids, labels)`` batches of right-padded text need no mask."""
+        if attention_mask is None and self.pad_token_id is not None:
+            attention_mask = input_ids != self.pad_token_id
         return self.encoder(self.embeddings(input_ids, token_type_ids), key_padding_mask(attention_mask))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -77,7 +83,8 @@ class Bert(nn.Module):
         return pooled if self.classifier is None else self.classifier(self.dropout(pooled))
 
     def example_input(self, batch: int = 1, seq_len: int = 128) -> torch.Tensor:
-        return torch.zeros(batch, seq_len, dtype=torch.long)
+        """Token ids ``[batch, seq_len]`` without padding (every position is attended)."""
+        return torch.full((batch, seq_len), 1 if self.pad_token_id == 0 else 0, dtype=torch.long)
 
 
 @register_family("bert")
@@ -105,6 +112,7 @@ class BertSupernet(Supernet):
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes, self.seq_len, self.hidden_size = num_classes, seq_len, hidden_size
+        self.pad_token_id = pad_token_id
         self.embeddings = ElasticBertEmbeddings(vocab_size, hidden_size, max_position_embeddings, type_vocab_size,
                                                 pad_token_id, layer_norm_eps, hidden_dropout_prob)
         self.encoder = ElasticEncoder(hidden_size, num_hidden_layers, num_attention_heads, intermediate_size,
@@ -147,14 +155,15 @@ class BertSupernet(Supernet):
         return (batch, self.seq_len)
 
     def example_input(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> torch.Tensor:  # type: ignore[override]
-        """Token ids of shape ``input_shape(cfg, batch)`` (all [PAD]-free zeros are fine for costs)."""
-        return torch.zeros(self.input_shape(cfg, batch), dtype=torch.long)
+        """Token ids of shape ``input_shape(cfg, batch)``, none of them [PAD] (all positions attended)."""
+        return Bert.example_input(self, batch, self.seq_len)
 
     def _build_static(self, cfg: Config) -> Bert:
         width = cfg["hidden"]
         self.pooler.active_out = width
         return Bert(self.embeddings.extract(width), self.encoder.extract(width), self.pooler.extract(width),
-                    self.classifier.extract(width) if self.classifier is not None else None, self.dropout.p)
+                    self.classifier.extract(width) if self.classifier is not None else None, self.dropout.p,
+                    self.pad_token_id)
 
     def reorder_channels(self) -> None:
         """Sort every layer's heads and FFN neurons by importance (the function is unchanged)."""
