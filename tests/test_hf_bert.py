@@ -140,7 +140,6 @@ def minilm_dir():
     return minilm.get_model_path()
 
 
-@pytest.mark.slow
 def test_minilm_largest_subnetwork_reproduces_the_original(minilm_dir):
     torch.manual_seed(0)
     net = load_hf_bert(minilm_dir, num_classes=2, layer_choices=(2, 4, 6), head_choices=(3, 6, 12)).eval()
