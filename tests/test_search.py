@@ -38,7 +38,8 @@ def test_registry_lists_all_strategies():
         create_strategy("nsga2", small_space(), SMALL_COLS, popsize=3)
 
 
-@pytest.mark.parametrize("name", sorted(OPTIONS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "agemoea" else n
+                                  for n in sorted(OPTIONS)])  # agemoea: numba compiles for ~10 s once
 def test_strategy_finds_known_front(name):
     space = small_space()
     front_keys, all_vals = true_front(space, small_eval, SMALL_COLS)
