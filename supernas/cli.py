@@ -18,7 +18,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 bench_app = typer.Typer(no_args_is_help=True, help="Ground truth: exhaustive tables and strategy comparisons.")
 app.add_typer(bench_app, name="bench")
 console = Console()
-err_console = Console(stderr=True)
 
 
 def _load(config: Optional[Path], out: Optional[Path]):
@@ -122,6 +121,11 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     console.print(f"report: {report_step(cfg, paths)}")
 
 
+def _error(line: str) -> None:
+    """One unwrapped line on stderr (a long path must not be broken over two lines)."""
+    typer.echo(" ".join(line.split()), err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and a non-zero exit for every known error, never a traceback."""
     try:
@@ -129,23 +133,22 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        err_console.print("interrupted: results measured so far are kept; run the same command again to resume")
+        _error("interrupted: results measured so far are kept; run the same command again to resume")
         sys.exit(130)
     except TyperException as e:  # usage errors: typer prints the usage line and the problem
         if hasattr(e, "show"):
             e.show()
         sys.exit(getattr(e, "exit_code", 2))
     except SupernasError as e:
-        err_console.print(f"error: {e}", markup=False, highlight=False)
+        _error(f"error: {e}")
         sys.exit(2)
     except OSError as e:
-        err_console.print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), markup=False)
+        _error(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "))
         sys.exit(2)
     except Exception as e:  # a bug: say so in one line unless asked for the traceback
         if os.environ.get("SUPERNAS_DEBUG"):
             raise
-        err_console.print(f"internal error: {type(e).__name__}: {e} (set SUPERNAS_DEBUG=1 for the traceback)",
-                          markup=False)
+        _error(f"internal error: {type(e).__name__}: {e} (set SUPERNAS_DEBUG=1 for the traceback)")
         sys.exit(1)
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .measure.targets import TargetSpec, make_target
+from .train import TrainConfig
 
 
 class Section(BaseModel):
@@ -42,24 +43,6 @@ class DataSection(Section):
     kind: Literal["digits", "folder", "cifar"] | None = None
     image_size: int | None = Field(default=None, gt=0)
     channels: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=64, gt=0)
-
-
-class TrainSection(Section):
-    """Supernet training (sandwich rule, in-place distillation, optional progressive shrinking)."""
-
-    epochs: int = Field(default=10, ge=0)
-    rule: Literal["sandwich", "single"] = "sandwich"
-    num_random: int = Field(default=2, ge=0)
-    distill: bool = True
-    progressive: bool = False
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(default=0.05, gt=0)
-    weight_decay: float = Field(default=5e-5, ge=0)
-    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
-    warmup_epochs: float = Field(default=1, ge=0)
-    amp: bool = False
-    extra: dict[str, Any] = Field(default_factory=dict, description="further keyword arguments of supernas.train")
 
 
 class SearchSection(Section):
@@ -111,7 +94,7 @@ class RunConfig(Section):
     seed: int = 0
     supernet: SupernetSection = Field(default_factory=SupernetSection)
     data: DataSection = Field(default_factory=DataSection)
-    train: TrainSection = Field(default_factory=TrainSection)
+    train: TrainConfig = Field(default_factory=TrainConfig)
     targets: dict[str, TargetSpec] = Field(default_factory=lambda: {"cpu": make_target("cpu")})
     search: SearchSection = Field(default_factory=SearchSection)
     export: ExportSection = Field(default_factory=ExportSection)

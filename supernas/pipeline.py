@@ -56,9 +56,15 @@ class RunPaths:
 
 def default_config() -> RunConfig:
     """The embedded default: digits, a small mbv3 supernet, minutes on a 2-core CPU, fully offline."""
-    from .train.recipes import EMBEDDED_DEFAULT
-
-    return RunConfig.model_validate(EMBEDDED_DEFAULT)
+    return RunConfig.model_validate({
+        "name": "digits-mbv3", "out": "runs/default", "seed": 0,
+        "supernet": {"family": "mbv3", "args": {"width_mult": 0.5, "stem_stride": 1, "dropout": 0.0}},
+        "data": {"dataset": "digits", "image_size": 16},
+        "train": {"epochs": 8, "batch_size": 64, "lr": 0.1, "num_random": 2, "num_threads": 2},
+        "targets": {"cpu": {"backend": "cpu", "threads": 1, "batch_size": 1, "warmup": 3, "repeats": 15}},
+        "search": {"strategy": "linas", "objectives": ["accuracy", "macs", "latency_ms@cpu"], "evaluations": 60},
+        "export": {"picks": ["knee", "best-accuracy"], "formats": ["onnx", "torch"]},
+    })
 
 
 def _comparable(cfg: RunConfig) -> dict[str, Any]:
@@ -119,13 +125,8 @@ def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: 
 
     bundle = load_data(cfg)
     net = build_supernet(cfg, bundle)
-    t = cfg.train
-    result = train_supernet(net, bundle, epochs=t.epochs, rule=t.rule, num_random=t.num_random,
-                            distill=t.distill, progressive=t.progressive, optimizer=t.optimizer, lr=t.lr,
-                            weight_decay=t.weight_decay, label_smoothing=t.label_smoothing,
-                            warmup_epochs=t.warmup_epochs, batch_size=cfg.data.batch_size, amp=t.amp,
-                            checkpoint_dir=paths.checkpoints, resume=True, seed=cfg.seed, progress=progress,
-                            **t.extra)
+    result = train_supernet(net, bundle, config=cfg.train, checkpoint_dir=paths.checkpoints, resume=True,
+                            progress=progress)
     if console is not None:
         console.print(f"trained supernet: {result.summary()}" if hasattr(result, "summary") else "trained supernet")
     return net, bundle
@@ -148,9 +149,8 @@ def make_evaluator(cfg: RunConfig, net: Supernet, bundle: Any, columns: Sequence
     from .measure import Evaluator
 
     cols = list(columns or cfg.search.objectives)
-    train_loader, val_loader = loaders(bundle, batch_size=cfg.data.batch_size, seed=cfg.seed)[:2]
-    targets = {name: t.model_dump() | {"name": name} for name, t in cfg.targets.items()}
-    return Evaluator(net, cols, calib_loader=train_loader, eval_loader=val_loader, targets=targets,
+    train_loader, val_loader = loaders(bundle, batch_size=cfg.train.batch_size, seed=cfg.seed)[:2]
+    return Evaluator(net, cols, calib_loader=train_loader, eval_loader=val_loader, targets=dict(cfg.targets),
                      calib_batches=cfg.search.calib_batches)
 
 
@@ -240,7 +240,7 @@ def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[st
     else:
         bundle = load_data(cfg)
     sub = net.extract(config)
-    recalibrate_bn(sub, loaders(bundle, batch_size=cfg.data.batch_size, seed=cfg.seed)[0],
+    recalibrate_bn(sub, loaders(bundle, batch_size=cfg.train.batch_size, seed=cfg.seed)[0],
                    cfg.search.calib_batches)
     return export(sub, config, paths.root, formats=formats, name=name, input_shape=net.input_shape(config))
 
