@@ -1,4 +1,13 @@
-"""Supernet training: sandwich rule, in-place distillation, progressive shrinking, BN recalibration."""
+"""Supernet training: sandwich rule, in-place distillation, progressive shrinking, BN recalibration,
+atomic checkpoints with exact resume, torchrun/DDP."""
 from .bn import recalibrate_bn
+from .checkpoint import load_checkpoint, load_supernet, save_checkpoint
+from .config import TrainConfig, TrainingError
+from .evaluate import subnet_accuracy, top1
+from .losses import distillation_loss
+from .sampling import progressive_phases, restrict, sample_by_choice, step_configs
+from .trainer import TrainResult, sandwich_step, train
 
-__all__ = ["recalibrate_bn"]
+__all__ = ["TrainConfig", "TrainResult", "TrainingError", "distillation_loss", "load_checkpoint", "load_supernet",
+           "progressive_phases", "recalibrate_bn", "restrict", "sample_by_choice", "sandwich_step",
+           "save_checkpoint", "step_configs", "subnet_accuracy", "top1", "train"]

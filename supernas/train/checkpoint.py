@@ -1,0 +1,106 @@
+"""Atomic checkpoints (temp file + ``os.replace``) that load with ``torch.load(weights_only=True)``.
+
+A checkpoint is a plain dict of tensors and containers: ``format``, ``version``, ``arch`` (the supernet's
+constructor arguments, so :func:`load_supernet` rebuilds it), ``model``, ``optimizer``, ``scheduler``,
+``scaler``, ``rng`` (torch CPU/CUDA generator states), ``epoch`` (last finished, 0-based), ``config``
+(the TrainConfig as a dict) and ``history`` (per-epoch metrics).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+from ..supernets import Supernet, create_supernet
+
+FORMAT = "supernas-checkpoint"
+VERSION = 1
+LAST = "last.pt"
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples become lists and other non-container leaves stay as they are (all weights_only-safe)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` (plus format/version) atomically: a temp file in the same folder, fsync, rename.
+    A crash mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True``; a missing, truncated, corrupt or foreign file raises
+    CheckpointError with one line."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # zip/pickle/EOF errors of a damaged file
+        raise CheckpointError(f"{path} is not a readable supernas checkpoint (truncated or corrupt: "
+                              f"{type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a supernas checkpoint")
+    if state.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {state['version']}; this supernas reads <= {VERSION}")
+    for key in ("arch", "model"):
+        if key not in state:
+            raise CheckpointError(f"{path} is incomplete: no {key!r} entry")
+    return state
+
+
+def build_from_arch(arch: dict[str, Any]) -> Supernet:
+    """A fresh supernet from a checkpoint's ``arch`` dict (``family`` plus constructor arguments)."""
+    if not isinstance(arch, dict) or "family" not in arch:
+        raise CheckpointError("checkpoint's 'arch' entry does not name a supernet family")
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in arch.items() if k != "family"}
+    return create_supernet(arch["family"], **kwargs)
+
+
+def load_supernet(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Supernet:
+    """Rebuild the supernet saved in a checkpoint (file or checkpoint folder) with its trained weights."""
+    state = load_checkpoint(path, map_location)
+    net = build_from_arch(state["arch"])
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "shape mismatch"
+        raise CheckpointError(f"{path}: weights do not fit supernet {state['arch'].get('family')!r} ({first})") from None
+    return net.eval()

@@ -1,0 +1,248 @@
+"""The supernet trainer: sandwich rule, in-place distillation, progressive shrinking, warm-up + cosine
+schedule, atomic per-epoch checkpoints with exact resume, NaN guard, torchrun/DDP, AMP on CUDA."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..errors import CheckpointError
+from ..supernets import Supernet
+from . import distributed as D
+from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state, _plain
+from .config import TrainConfig, TrainingError
+from .evaluate import subnet_accuracy
+from .losses import distillation_loss
+from .sampling import Phase, phase_at, progressive_phases, step_configs, step_rng
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: per-epoch metrics, the checkpoint written, wall time."""
+
+    config: TrainConfig
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    elapsed_s: float = 0.0
+    resumed_from: int | None = None  # epochs already done in the checkpoint resumed from
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.history)
+
+    def last(self) -> dict[str, Any]:
+        return self.history[-1] if self.history else {}
+
+
+def _datasets(data: Any) -> tuple[Dataset, Dataset | None]:
+    if hasattr(data, "train") and hasattr(data, "val"):
+        return data.train, data.val
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        return data[0], data[1]
+    raise TrainingError("data must be a DataBundle (from supernas.data) or a (train_dataset, val_dataset) pair")
+
+
+def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov momentum) or AdamW; batch-norm weights and biases get no weight decay when asked."""
+    decay, no_decay = [], []
+    for p in net.parameters():
+        if p.requires_grad:
+            (no_decay if cfg.no_decay_bn_bias and p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: int):
+    """Per-step schedule: linear warm-up for ``warmup_epochs`` then cosine decay to ``lr * min_lr_ratio``."""
+    total = cfg.epochs * steps_per_epoch
+    warm = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total - warm, 1),
+                                                        eta_min=cfg.lr * cfg.min_lr_ratio)
+    if warm <= 0:
+        return cosine
+    linear = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / (warm + 1), total_iters=warm)
+    return torch.optim.lr_scheduler.SequentialLR(opt, [linear, cosine], milestones=[warm])
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' requested but no CUDA device is available")
+    return torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+                        else "cpu")
+
+
+class _Log:
+    """JSONL metrics log (and TensorBoard when installed), written by the main process only."""
+
+    def __init__(self, path: Path | None, enabled: bool) -> None:
+        self.path = path if enabled else None
+        self.tb = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(self.path.parent / "tensorboard"))
+            except ImportError:
+                pass
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "epoch":
+                    self.tb.add_scalar(k, v, row["epoch"])
+            self.tb.flush()
+
+
+def _progress(enabled: bool, total: int):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+
+
+def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
+          checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
+          log_path: str | Path | None = None, **overrides: Any) -> TrainResult:
+    """Train ``net`` on ``data`` (a DataBundle or a (train, val) dataset pair); settings come from
+    ``config`` and keyword overrides (see :class:`TrainConfig`). ``batch_size`` is per process.
+
+    With ``checkpoint_dir`` an atomic checkpoint ``last.pt`` and ``metrics.jsonl`` are written after every
+    epoch; ``resume=True`` continues from ``last.pt`` so the final weights are bit-identical to an
+    uninterrupted CPU run. Launched by torchrun (``WORLD_SIZE`` > 1) it trains with DDP, each process on
+    its shard. A non-finite loss raises TrainingError and leaves the last good checkpoint in place.
+    """
+    cfg = TrainConfig.make(config, **overrides)
+    t0 = time.perf_counter()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = _device(cfg)
+    info = D.setup(device)
+    train_ds, val_ds = _datasets(data)
+    if len(train_ds) < 2:
+        raise TrainingError(f"the training set has {len(train_ds)} examples; need at least 2")
+    use_amp = cfg.amp and device.type == "cuda"
+    torch.manual_seed(cfg.seed)
+    net.to(device).train()
+    model = D.wrap(net, info, device)
+    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    bs = min(cfg.batch_size, len(sampler))
+    loader = DataLoader(train_ds, batch_size=bs, sampler=sampler, drop_last=len(sampler) > bs)
+    calib = DataLoader(train_ds, batch_size=bs)
+    val = DataLoader(val_ds, batch_size=256) if val_ds is not None and len(val_ds) else None
+    steps = len(loader)
+    opt = make_optimizer(net, cfg)
+    sched = make_scheduler(opt, cfg, steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    phases = (progressive_phases(net.space, cfg.epochs, cfg.phase_epochs) if cfg.progressive
+              else [Phase("full-space", net.space, 0, cfg.epochs)])
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    result = TrainResult(cfg)
+    start = 0
+    if resume and ckpt_dir is not None and (ckpt_dir / LAST).is_file():
+        state = load_checkpoint(ckpt_dir / LAST, device)
+        if _plain(state["arch"]) != _plain(net.arch):
+            raise CheckpointError(f"{ckpt_dir / LAST} belongs to another supernet ({state['arch'].get('family')})")
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state.get("scaler", {}))
+        set_rng_state(state["rng"])
+        start = int(state["epoch"]) + 1
+        result.history, result.resumed_from = list(state.get("history", [])), start
+    log = _Log(Path(log_path) if log_path else (ckpt_dir / "metrics.jsonl" if ckpt_dir else None), info.is_main)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+    with _progress(progress and info.is_main, (cfg.epochs - start) * steps) as bar:
+        task = bar.add_task("train", total=(cfg.epochs - start) * steps, info="") if bar else None
+        for epoch in range(start, cfg.epochs):
+            phase = phase_at(phases, epoch)
+            sampler.set_epoch(epoch)
+            net.train()
+            sums: list[float] = []
+            t_epoch = time.perf_counter()
+            for step, (x, y) in enumerate(loader):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                cfgs = step_configs(phase.space, cfg.rule, cfg.num_random, step_rng(cfg.seed, epoch, step),
+                                    cfg.sampler)
+                opt.zero_grad(set_to_none=True)
+                losses = sandwich_step(net, model, cfgs, x, y, cfg, scaler, autocast, info)
+                if cfg.grad_clip:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                sums = [a + b for a, b in zip(sums, losses)] if sums else list(losses)
+                if bar:
+                    bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} {phase.name}",
+                               info=f"loss {losses[0]:.3f}")
+            row: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "lr": opt.param_groups[0]["lr"],
+                                   "loss_largest": D.all_reduce_mean(sums[0] / steps, info),
+                                   "loss_others": D.all_reduce_mean(sum(sums[1:]) / steps / max(len(sums) - 1, 1), info),
+                                   "epoch_s": time.perf_counter() - t_epoch}
+            last = epoch == cfg.epochs - 1
+            if val is not None and info.is_main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
+                for name, sub in (("largest", phase.space.largest()), ("smallest", phase.space.smallest())):
+                    row[f"val_acc_{name}"] = subnet_accuracy(net, sub, calib, val, cfg.bn_calib_batches, device)
+                net.train()
+            result.history.append(row)
+            log.write(row)
+            if ckpt_dir is not None and info.is_main:
+                result.checkpoint = save_checkpoint(ckpt_dir / LAST, {
+                    "arch": _plain(net.arch), "model": net.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
+                    "epoch": epoch, "config": cfg.model_dump(), "history": result.history})
+            D.barrier(info)
+    net.set_active(net.space.largest())
+    net.eval()
+    result.elapsed_s = time.perf_counter() - t0
+    return result
+
+
+def sandwich_step(net: Supernet, model: torch.nn.Module, cfgs: list, x: torch.Tensor, y: torch.Tensor,
+                  cfg: TrainConfig, scaler: torch.amp.GradScaler, autocast, info: D.DistInfo) -> list[float]:
+    """Forward/backward every sub-network of one step, gradients accumulated (the optimizer steps once,
+    outside). The first config is the teacher: label-smoothed cross-entropy on the labels; the others
+    learn from its detached soft predictions when ``cfg.distill``. Returns the per-pass losses."""
+    teacher: torch.Tensor | None = None
+    losses: list[float] = []
+    for i, sub in enumerate(cfgs):
+        net.set_active(sub)
+        sync = contextlib.nullcontext() if not info.enabled or i == len(cfgs) - 1 else model.no_sync()
+        with sync:
+            with autocast():
+                out = model(x)
+                if i == 0 or not cfg.distill or teacher is None:
+                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                else:
+                    loss = distillation_loss(out.float(), teacher, cfg.distill_temperature)
+            value = loss.detach().float()
+            finite = torch.isfinite(value)
+            if info.enabled:
+                flag = finite.to(torch.int32).reshape(1).cpu()
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+                finite = bool(flag.item())
+            if not bool(finite):
+                raise TrainingError(f"loss became {value.item()} for sub-network {i} of the step "
+                                    f"({'teacher' if i == 0 else 'student'}); lower the learning rate — the last "
+                                    f"good checkpoint is kept")
+            scaler.scale(loss).backward()
+        if i == 0:
+            teacher = out.detach()
+        losses.append(float(value))
+    return losses
