@@ -107,7 +107,8 @@ def load_data(cfg: RunConfig):
     from .data import load_dataset
 
     d = cfg.data
-    return load_dataset(d.dataset, kind=d.kind, image_size=d.image_size, channels=d.channels, seed=cfg.seed)
+    extra = {"channels": d.channels} if d.channels is not None else {}  # else the reader's default
+    return load_dataset(d.dataset, kind=d.kind, image_size=d.image_size, seed=cfg.seed, **extra)
 
 
 def build_supernet(cfg: RunConfig, bundle: Any) -> Supernet:
@@ -133,14 +134,19 @@ def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: 
 
 
 def trained_supernet(cfg: RunConfig, paths: RunPaths):
-    """The run's trained supernet from its last checkpoint, and the data."""
+    """The run's trained supernet from its last checkpoint, and the data; the checkpoint must hold the
+    supernet the run file describes."""
     from .train import load_supernet
+    from .train.checkpoint import _plain
 
     last = paths.checkpoints / "last.pt"
     if not last.exists():
         raise CheckpointError(f"no trained supernet in {paths.checkpoints}; run `supernas train` first")
     bundle = load_data(cfg)
     net = load_supernet(last)
+    if _plain(net.arch) != _plain(build_supernet(cfg, bundle).arch):
+        raise CheckpointError(f"{last} belongs to another supernet ({net.arch.get('family')}) than the run file's "
+                              f"({cfg.supernet.family} {cfg.supernet.args}); train it again or use --out")
     return net, bundle
 
 

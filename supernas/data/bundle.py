@@ -48,7 +48,18 @@ def stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: i
     if not (0 <= val_f < 1 and 0 <= test_f < 1 and val_f + test_f < 1):
         raise DataError(f"split fractions must be in [0, 1) and sum below 1, got val={val_f}, test={test_f}")
     idx = np.arange(len(labels))
-    strat = labels if np.bincount(labels).min() >= 3 else None
+    strat = labels if len(labels) and np.bincount(labels).min() >= 3 else None
+    try:
+        return _split_indices(idx, labels, strat, val_f, test_f, seed)
+    except ValueError:  # some split too small to hold every class: split without stratification
+        try:
+            return _split_indices(idx, labels, None, val_f, test_f, seed)
+        except ValueError as e:
+            raise DataError(f"cannot split {len(labels)} examples into train/val/test ({e})") from None
+
+
+def _split_indices(idx: np.ndarray, labels: np.ndarray, strat: np.ndarray | None, val_f: float, test_f: float,
+                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rest, test = (idx, idx[:0]) if test_f == 0 else train_test_split(
         idx, test_size=test_f, random_state=seed, stratify=strat)
     if val_f == 0:
