@@ -46,7 +46,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus format/version) atomically: a temp file in the same folder, fsync, rename.
-    A crash mid-write leaves the previous checkpoint intact."""
+    A crash mid-write leaves the previous checkpoint intact (and a temp file the next save removes)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
@@ -60,6 +60,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write
+        stale.unlink(missing_ok=True)
     return path
 
 

@@ -95,6 +95,14 @@ class _Log:
             except ImportError:
                 pass
 
+    def restart(self, history: list[dict[str, Any]]) -> None:
+        """On resume: the JSONL log becomes the checkpoint's history (rows of epochs the checkpoint never
+        saw, written before a crash, are dropped, so a resumed run logs every epoch once)."""
+        if self.path is not None:
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in history))
+            tmp.replace(self.path)
+
     def write(self, row: dict[str, Any]) -> None:
         if self.path is None:
             return
@@ -166,6 +174,8 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
         start = int(state["epoch"]) + 1
         result.history, result.resumed_from = list(state.get("history", [])), start
     log = _Log(Path(log_path) if log_path else (ckpt_dir / "metrics.jsonl" if ckpt_dir else None), info.is_main)
+    if result.resumed_from is not None:
+        log.restart(result.history)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
     with _progress(progress and info.is_main, (cfg.epochs - start) * steps) as bar:
         task = bar.add_task("train", total=(cfg.epochs - start) * steps, info="") if bar else None
