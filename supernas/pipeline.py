@@ -173,8 +173,9 @@ def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: 
     result = run_search(net, evaluator, s.objectives, strategy=s.strategy, evaluations=s.evaluations,
                         seed=cfg.seed, store=paths.results, run=SEARCH_RUN, constraints=s.constraints or None,
                         workers=s.workers, ray_address=s.ray_address, progress=progress, resume=resume)
-    paths.search_json.write_text(json.dumps({"hypervolume": result.hypervolume, **result.summary()},
-                                            indent=1, default=str))
+    tmp = paths.search_json.with_suffix(".tmp")  # atomic: a kill mid-write keeps the previous file
+    tmp.write_text(json.dumps({"hypervolume": result.hypervolume, **result.summary()}, indent=1, default=str))
+    tmp.replace(paths.search_json)
     if console is not None:
         print_front(console, result.front, s.objectives, knee=result.knee)
     return result
@@ -257,7 +258,11 @@ def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None 
     df = evaluations_frame(cfg, paths)
     hv = []
     if paths.search_json.exists():
-        hv = list(enumerate(json.loads(paths.search_json.read_text()).get("hypervolume", []), 1))
+        try:
+            hv = list(enumerate(json.loads(paths.search_json.read_text()).get("hypervolume", []), 1))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise ConfigError(f"{paths.search_json} is corrupt; run `supernas search` again to rewrite it "
+                              f"(its evaluations are kept in the store)") from None
     if exports is None:
         exports = sorted(p for p in paths.root.iterdir() if p.suffix in (".onnx", ".pt2"))
     summary = {"run file": str(paths.config), "supernet": f"{cfg.supernet.family} {cfg.supernet.args}",

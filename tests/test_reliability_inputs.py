@@ -177,3 +177,16 @@ def test_too_few_images_to_split(tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "only" / "0.png")
     cfgfile = run_file(tmp_path, "one", data={"dataset": str(tmp_path / "images")})
     assert_one_line(*cli(["train", cfgfile, "-q"], capsys), "cannot split 1 examples")
+
+
+def test_corrupt_search_summary(run, capsys):
+    from supernas.store import Store
+
+    cfgfile, paths = run
+    space = tiny_mbv3().space
+    with Store(paths.results) as st:
+        for seed in range(3):
+            c = space.sample(seed=seed)
+            st.put("search", space.key(c), c, {"accuracy": 0.5 + seed / 10, "macs": 1000.0 - seed})
+    paths.search_json.write_text('{"hypervolume": [0.1, 0.')  # as a kill mid-write used to leave it
+    assert_one_line(*cli(["report", paths.root], capsys), str(paths.search_json), "is corrupt")
