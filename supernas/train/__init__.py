@@ -6,8 +6,8 @@ from .config import TrainConfig, TrainingError
 from .evaluate import subnet_accuracy, top1
 from .losses import distillation_loss
 from .sampling import progressive_phases, restrict, sample_by_choice, step_configs
-from .trainer import TrainResult, sandwich_step, train
+from .trainer import TrainResult, make_optimizer, make_scheduler, sandwich_step, train
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingError", "distillation_loss", "load_checkpoint", "load_supernet",
            "progressive_phases", "recalibrate_bn", "restrict", "sample_by_choice", "sandwich_step",
-           "save_checkpoint", "step_configs", "subnet_accuracy", "top1", "train"]
+           "save_checkpoint", "step_configs", "subnet_accuracy", "top1", "train", "make_optimizer", "make_scheduler"]
