@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from search_fixtures import small_eval, small_space  # noqa: E402
 
-SEARCH = dict(strategy="linas", evaluations=44, seed=7, run="kill", batch_size=4, progress=False,
-              strategy_options=dict(initial=8, population=4, inner_pop=16, inner_generations=4,
+SEARCH = dict(strategy="linas", evaluations=40, seed=7, run="kill", batch_size=4, progress=False,
+              strategy_options=dict(initial=8, population=8, inner_pop=16, inner_generations=3,
                                     models=("ridge",), folds=3))
 COLUMNS = ["accuracy", "macs"]
 EVAL_SLEEP_S = 0.02

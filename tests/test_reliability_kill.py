@@ -46,7 +46,7 @@ def kill_plan(seed: int = 2024, rounds: int = 12) -> list[dict]:
     plan = ([{"kill": ("eval", rng.randint(1, 4))} for _ in range(3)]
             + [{"kill": ("commit", rng.randint(2, 5))} for _ in range(3)]
             + [{"kill": ("fit", rng.randint(1, 6))} for _ in range(3)]
-            + [{"kill_after_s": rng.uniform(0.3, 1.5)} for _ in range(rounds - 9)])
+            + [{"kill_after_s": rng.uniform(0.1, 0.8)} for _ in range(rounds - 9)])
     rng.shuffle(plan)
     return plan
 
