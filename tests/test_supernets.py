@@ -53,8 +53,13 @@ def test_resolution_choice():
     sub = net.extract(cfg).eval()
     net.eval().set_active(cfg)
     x = torch.randn(net.input_shape(cfg, batch=2))
+    full = torch.randn(2, 3, 32, 32)  # any input size: both resize to the sub-network's resolution
     with torch.no_grad():
         assert torch.allclose(net(x), sub(x), atol=1e-5)
+        assert torch.allclose(net(full), sub(full), atol=1e-5)
+        small = net(torch.nn.functional.interpolate(full, size=(24, 24), mode="bilinear", antialias=True))
+        assert torch.allclose(net(full), small, atol=1e-5)
+    assert sn.count(sub, net.input_shape(cfg))["macs"] < sn.count(net.extract(net.space.largest()), (1, 3, 32, 32))["macs"]
 
 
 def _fvcore_macs(model: nn.Module, shape) -> int:

@@ -5,12 +5,31 @@ import inspect
 from typing import Any, Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
 from ..space import Config, SearchSpace
 
 _FAMILIES: dict[str, type["Supernet"]] = {}
+
+
+class InputResize(nn.Module):
+    """Resizes images to a sub-network's resolution (bilinear, antialiased when shrinking); a no-op for
+    inputs already at that size, so an exported model traced at its resolution holds no resize."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = int(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] == self.size and x.shape[-2] == self.size:
+            return x
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                             antialias=bool(x.shape[-1] > self.size))
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
 
 
 class Supernet(nn.Module):
@@ -46,6 +65,13 @@ class Supernet(nn.Module):
     def _apply_config(self, cfg: Config) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def resize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Images resized to the active resolution when the space has a ``resolution`` choice (families
+        call this first in ``forward``, so training and evaluation may feed any image size)."""
+        if self._active is None or "resolution" not in self._active:
+            return x
+        return InputResize(self._active["resolution"])(x)
+
     def input_shape(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> tuple[int, ...]:
         """Shape of the input the sub-network ``cfg`` expects (resolution may be a choice)."""
         raise NotImplementedError
@@ -63,6 +89,8 @@ class Supernet(nn.Module):
         canon = self.set_active(cfg if cfg is not None else self.active)
         full = {c.name: canon.get(c.name, c.options[0]) for c in self.space.choices}
         sub = self._build_static(full)
+        if "resolution" in canon:  # the sub-network works at its own resolution, whatever it is fed
+            sub = nn.Sequential(InputResize(canon["resolution"]), sub)
         sub.train(self.training)
         sub.supernas_config = dict(canon)  # type: ignore[attr-defined]
         if prev is not None:

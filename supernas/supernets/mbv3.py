@@ -176,6 +176,7 @@ class MobileNetV3Supernet(Supernet):
         return (batch, self.in_channels, r, r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.resize_input(x)
         x = self.first_block(self.stem(x))
         for stage in self.stages:
             x = stage(x)

@@ -166,6 +166,7 @@ class ResNetSupernet(Supernet):
         return (batch, self.in_channels, r, r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.resize_input(x)
         x = self.stem_pool(torch.relu(self.stem_bn(self.stem_conv(x))))
         for stage in self.stages:
             x = stage(x)
