@@ -121,6 +121,41 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     console.print(f"report: {report_step(cfg, paths)}")
 
 
+@bench_app.command("table")
+def bench_table(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
+                table: Optional[Path] = typer.Option(None, "--table", help="Table CSV to write "
+                                                     "(default: RUN_DIR/table.csv)."),
+                quiet: bool = QuietOpt) -> None:
+    """Evaluate EVERY sub-network of a small space with the run's trained supernet (resumable)."""
+    from .pipeline import bench_table_step, open_run
+
+    cfg = _load(config, out)
+    paths = open_run(cfg)
+    path, t = bench_table_step(cfg, paths, table, progress=not quiet)
+    console.print(f"table: {path} ({len(t)} sub-networks, {len(t.front)} on the true front)")
+
+
+@bench_app.command("strategies")
+def bench_strategies(table: Path = typer.Argument(..., help="A table CSV made by `supernas bench table`."),
+                     strategies: Optional[str] = typer.Option(None, "--strategies", help="Comma-separated "
+                                                              "(default: all, plus pymoo's NSGA-II)."),
+                     seeds: int = typer.Option(5, "--seeds", min=1),
+                     budgets: str = typer.Option("25,50,100,200", "--budgets", help="Evaluation counts."),
+                     out: Path = typer.Option(Path("runs/bench"), "--out", "-o")) -> None:
+    """Compare search strategies on a table: hypervolume relative to the true front after k evaluations
+    and evaluations needed to reach 95% / 99% of it."""
+    from .bench import DEFAULT_STRATEGIES, compare_strategies, load_table
+
+    try:
+        budget_list = [int(b) for b in budgets.split(",") if b.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"budgets must be integers, got {budgets!r}", param_hint="--budgets") from None
+    names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else list(DEFAULT_STRATEGIES)
+    summary = compare_strategies(load_table(table), strategies=names, seeds=seeds, budgets=budget_list, out_dir=out)
+    console.print(summary.to_string(index=False))
+    console.print(f"written: {out}/summary.md, {out}/relative_hv.png")
+
+
 def _error(line: str) -> None:
     """One unwrapped line on stderr (a long path must not be broken over two lines)."""
     typer.echo(" ".join(line.split()), err=True)

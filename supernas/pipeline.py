@@ -328,3 +328,16 @@ def _named_config(net: Supernet, name: str) -> Config:
         except json.JSONDecodeError:
             raise ConfigError(f"{p} is not valid JSON") from None
     return net.space.preset(name)
+
+
+def bench_table_step(cfg: RunConfig, paths: RunPaths, out: Path | None = None, progress: bool = True):
+    """Evaluate every sub-network of the run's (small) space with its trained supernet; resumable."""
+    from .bench import build_table
+
+    net, bundle = trained_supernet(cfg, paths)
+    net.eval()
+    path = Path(out) if out is not None else paths.root / "table.csv"
+    table = build_table(net, make_evaluator(cfg, net, bundle), cfg.search.objectives, path,
+                        workers=cfg.search.workers, ray_address=cfg.search.ray_address, progress=progress,
+                        meta={"run": cfg.name, "supernet": cfg.supernet.model_dump()})
+    return path.with_suffix(".csv"), table
