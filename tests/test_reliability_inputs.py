@@ -190,3 +190,8 @@ def test_corrupt_search_summary(run, capsys):
             st.put("search", space.key(c), c, {"accuracy": 0.5 + seed / 10, "macs": 1000.0 - seed})
     paths.search_json.write_text('{"hypervolume": [0.1, 0.')  # as a kill mid-write used to leave it
     assert_one_line(*cli(["report", paths.root], capsys), str(paths.search_json), "is corrupt")
+
+
+def test_weights_only_checkpoint_cannot_resume_training(run, capsys):
+    cfgfile, paths = run  # the fixture's checkpoint holds arch and weights, no optimizer/RNG state
+    assert_one_line(*cli(["train", cfgfile, "-q"], capsys), "cannot resume this training", "optimizer")

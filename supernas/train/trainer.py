@@ -166,12 +166,17 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
         state = load_checkpoint(ckpt_dir / LAST, device)
         if _plain(state["arch"]) != _plain(net.arch):
             raise CheckpointError(f"{ckpt_dir / LAST} belongs to another supernet ({state['arch'].get('family')})")
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state.get("scaler", {}))
-        set_rng_state(state["rng"])
-        start = int(state["epoch"]) + 1
+        try:
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state.get("scaler", {}))
+            set_rng_state(state["rng"])
+            start = int(state["epoch"]) + 1
+        except (KeyError, ValueError, RuntimeError, TypeError) as e:  # weights only, or other training settings
+            what = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) else type(e).__name__
+            raise CheckpointError(f"{ckpt_dir / LAST} cannot resume this training ({what}); start over with "
+                                  f"fresh checkpoints") from None
         result.history, result.resumed_from = list(state.get("history", [])), start
     log = _Log(Path(log_path) if log_path else (ckpt_dir / "metrics.jsonl" if ckpt_dir else None), info.is_main)
     if result.resumed_from is not None:
