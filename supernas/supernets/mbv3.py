@@ -123,12 +123,14 @@ class ElasticMBConv(nn.Module):
 @register_family("mbv3")
 class MobileNetV3Supernet(Supernet):
     """Once-for-All MobileNetV3 supernet. ``resolutions`` (optional) adds an input-resolution choice;
-    ``stem_stride=1`` keeps more spatial resolution for small images (e.g. 32x32)."""
+    ``stem_stride=1`` keeps more spatial resolution for small images (e.g. 32x32); ``last_channels``
+    replaces the 1280-wide feature-mix layer (which dominates the cost of networks for tiny inputs)."""
 
     def __init__(self, num_classes: int = 1000, image_size: int = 224, in_channels: int = 3,
                  width_mult: float = 1.0, kernel_sizes: Sequence[int] = (3, 5, 7),
                  expand_ratios: Sequence[float] = (3, 4, 6), depths: Sequence[int] = (2, 3, 4),
-                 resolutions: Sequence[int] | None = None, dropout: float = 0.1, stem_stride: int = 2) -> None:
+                 resolutions: Sequence[int] | None = None, dropout: float = 0.1, stem_stride: int = 2,
+                 last_channels: int | None = None) -> None:
         super().__init__()
         if num_classes < 1 or image_size < 1 or in_channels < 1 or width_mult <= 0:
             raise ValueError("num_classes, image_size, in_channels and width_mult must be positive")
@@ -156,7 +158,7 @@ class MobileNetV3Supernet(Supernet):
             c = cout
         final = make_divisible(960 * width_mult)
         self.final_expand = conv_bn_act(c, final, 1, hswish=True)
-        last = make_divisible(1280 * width_mult) if width_mult > 1.0 else 1280
+        last = last_channels or (make_divisible(1280 * width_mult) if width_mult > 1.0 else 1280)
         self.feature_mix = nn.Sequential(nn.Conv2d(final, last, 1, bias=False), nn.Hardswish(inplace=True))
         self.classifier = nn.Linear(last, num_classes)
         if resolutions:
