@@ -144,7 +144,9 @@ def summarise(curves: pd.DataFrame, budgets: Sequence[int]) -> tuple[pd.DataFram
             col = f"evals{round(level * 100)}"
             v = g[col].to_numpy()
             row[f"{col} median"] = float(np.median(v))
-            row[f"{col} q25"], row[f"{col} q75"] = (float(q) for q in np.quantile(v, [0.25, 0.75]))
+            with np.errstate(invalid="ignore"):  # inf (never reached) is a valid order statistic
+                q25, q75 = np.quantile(v, [0.25, 0.75], method="lower"), np.quantile(v, [0.25, 0.75], method="higher")
+            row[f"{col} q25"], row[f"{col} q75"] = float(q25[0]), float(q75[1])
             row[f"{col} reached"] = int(np.isfinite(v).sum())
         summary.append(row)
     return per_run, pd.DataFrame(summary)

@@ -50,7 +50,7 @@ class _DistinctBudget(Termination):
     """Stops once the problem has seen ``budget`` distinct configs, or after ``patience`` generations in a
     row that found nothing new (a small space nearly exhausted)."""
 
-    def __init__(self, problem: TableProblem, budget: int, patience: int = 30) -> None:
+    def __init__(self, problem: TableProblem, budget: int, patience: int = 100) -> None:
         super().__init__()
         self.problem, self.budget, self.patience = problem, budget, patience
         self.last, self.stalled = 0, 0
