@@ -71,7 +71,7 @@ yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.f
                          st.text(max_size=10), st.sampled_from(["mbv3", "resnet", "linas", "cpu", "accuracy",
                                                                 "latency_ms@cpu", "macs", "digits", "onnx", "-1"]))
 yaml_values = st.recursive(yaml_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=4)), max_leaves=10)
+    st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)), max_leaves=6)
 
 
 @st.composite
