@@ -157,6 +157,9 @@ def _child(job: str, kwargs: dict) -> None:
 
 
 def start_child(job: str, **kwargs: Any) -> mp.Process:
+    import importlib
+
+    importlib.import_module("supernas.train" if job == "train" else "supernas.search")  # imported once, forked
     proc = mp.get_context("fork").Process(target=_child, args=(job, kwargs))
     proc.start()
     return proc

@@ -124,7 +124,6 @@ def test_training_killed_in_a_step_and_mid_checkpoint_resumes_to_the_same_weight
 
 
 # ------------------------------------------------------------------------------------------ concurrency
-@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_four_searches_writing_one_store_at_once_lose_and_duplicate_nothing(tmp_path):
     """Extends tests/test_store.py's four raw writers to four whole searches sharing one run of one store."""
