@@ -57,7 +57,8 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
 
 @app.command()
 def train(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
-          fresh: bool = typer.Option(False, "--fresh", help="Ignore existing checkpoints."),
+          fresh: bool = typer.Option(False, "--fresh", help="Delete what the run directory holds (checkpoints "
+                                     "and results) and start over."),
           quiet: bool = QuietOpt) -> None:
     """Train the supernet of a run file (resumes from the last complete checkpoint)."""
     from .pipeline import open_run, train_step
@@ -70,7 +71,7 @@ def train(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
 @app.command()
 def search(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
            resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue the run's search "
-                                       "from its result store (default) or refuse when it holds results."),
+                                       "from its result store (default), or refuse to touch a run that holds results."),
            quiet: bool = QuietOpt) -> None:
     """Search the trained supernet of a run (needs `supernas train` first)."""
     from .pipeline import open_run, search_step
@@ -94,8 +95,11 @@ def measure(config: Optional[Path] = typer.Argument(None, help="YAML run file (d
     from .pipeline import measure_step
 
     cfg = _load(config, out)
-    cols = [c.strip() for c in objectives.split(",")] if objectives else None
-    measure_step(cfg, [c.strip() for c in configs.split(",") if c.strip()], columns=cols,
+    cols = [c.strip() for c in objectives.split(",") if c.strip()] if objectives else None
+    names = [c.strip() for c in configs.split(",") if c.strip()]
+    if not names:
+        raise typer.BadParameter("give at least one preset or JSON config file", param_hint="--configs")
+    measure_step(cfg, names, columns=cols,
                  untrained=untrained, console=console)
 
 

@@ -55,13 +55,17 @@ class RunPaths:
 
 
 def default_config() -> RunConfig:
-    """The embedded default: digits, a small mbv3 supernet, minutes on a 2-core CPU, fully offline."""
+    """The embedded default: scikit-learn digits at their native 8x8, an elastic MobileNetV3 whose space
+    adds an input-resolution choice (4/6/8), trained with the sandwich rule; minutes on a 2-core CPU."""
     return RunConfig.model_validate({
         "name": "digits-mbv3", "out": "runs/default", "seed": 0,
-        "supernet": {"family": "mbv3", "args": {"width_mult": 0.5, "stem_stride": 1, "dropout": 0.0}},
-        "data": {"dataset": "digits", "image_size": 16},
-        "train": {"epochs": 8, "batch_size": 64, "lr": 0.1, "num_random": 2, "num_threads": 2},
-        "targets": {"cpu": {"backend": "cpu", "threads": 1, "batch_size": 1, "warmup": 3, "repeats": 15}},
+        "supernet": {"family": "mbv3", "args": {
+            "width_mult": 0.25, "stem_stride": 1, "dropout": 0.0, "last_channels": 128, "depths": [1, 2],
+            "kernel_sizes": [3, 5], "expand_ratios": [2, 4], "resolutions": [4, 6, 8]}},
+        "data": {"dataset": "digits", "image_size": 8, "channels": 1},
+        "train": {"epochs": 24, "batch_size": 64, "lr": 0.1, "warmup_epochs": 1, "num_random": 2,
+                  "num_threads": 1, "eval_every": 0},
+        "targets": {"cpu": {"backend": "cpu", "threads": 1, "batch_size": 1, "warmup": 5, "repeats": 30}},
         "search": {"strategy": "linas", "objectives": ["accuracy", "macs", "latency_ms@cpu"], "evaluations": 60},
         "export": {"picks": ["knee", "best-accuracy"], "formats": ["onnx", "torch"]},
     })
@@ -174,7 +178,7 @@ def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: 
                         seed=cfg.seed, store=paths.results, run=SEARCH_RUN, constraints=s.constraints or None,
                         workers=s.workers, ray_address=s.ray_address, progress=progress, resume=resume)
     tmp = paths.search_json.with_suffix(".tmp")  # atomic: a kill mid-write keeps the previous file
-    tmp.write_text(json.dumps({"hypervolume": result.hypervolume, **result.summary()}, indent=1, default=str))
+    tmp.write_text(json.dumps({**result.summary(), "hypervolume_history": result.hypervolume}, indent=1, default=str))
     tmp.replace(paths.search_json)
     if console is not None:
         print_front(console, result.front, s.objectives, knee=result.knee)
@@ -259,7 +263,7 @@ def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None 
     hv = []
     if paths.search_json.exists():
         try:
-            hv = list(enumerate(json.loads(paths.search_json.read_text()).get("hypervolume", []), 1))
+            hv = list(enumerate(json.loads(paths.search_json.read_text()).get("hypervolume_history", []), 1))
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             raise ConfigError(f"{paths.search_json} is corrupt; run `supernas search` again to rewrite it "
                               f"(its evaluations are kept in the store)") from None
