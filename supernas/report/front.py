@@ -7,10 +7,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from ..errors import ConfigError
 from ..measure.objectives import direction
+from ..search.pareto import knee_index, pareto_indices
 
 
 def check_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
@@ -39,23 +39,18 @@ def pareto_mask(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     F = minimisation_matrix(df, columns)
     mask = np.zeros(len(df), dtype=bool)
     complete = np.flatnonzero(~np.isnan(F).any(axis=1))
-    if complete.size:
-        front = NonDominatedSorting().do(F[complete], only_non_dominated_front=True)
-        mask[complete[np.asarray(front, dtype=int)]] = True
+    mask[complete[pareto_indices(F[complete])]] = True
     return mask
 
 
 def knee_point(df: pd.DataFrame, columns: Sequence[str]) -> Any:
-    """Index label of the knee of the front: after scaling each objective of the front to [0, 1]
-    (0 = best), the point farthest below the hyperplane through the normalised extremes, i.e. with the
-    smallest sum of normalised objectives (ties: first row)."""
+    """Index label of the knee of the front: the same compromise point the search reports
+    (``supernas.search.pareto.knee_index``: equal-weight ASF on the front scaled to [0, 1])."""
     mask = pareto_mask(df, columns)
     if not mask.any():
         raise ConfigError("no complete evaluation to pick a knee from")
-    F = minimisation_matrix(df, columns)[mask]
-    low, span = F.min(axis=0), np.ptp(F, axis=0)
-    normalised = (F - low) / np.where(span > 0, span, 1.0)
-    return df.index[np.flatnonzero(mask)[int(np.argmin(normalised.sum(axis=1)))]]
+    k = knee_index(minimisation_matrix(df, columns)[mask])
+    return df.index[np.flatnonzero(mask)[k]]
 
 
 def config_text(row: pd.Series) -> str:
