@@ -15,13 +15,6 @@ TINY = {"model_type": "bert", "vocab_size": 50, "hidden_size": 24, "num_hidden_l
         "layer_norm_eps": 1e-12}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
 
 def reference_bert(t: dict, cfg: dict, ids: torch.Tensor, mask: torch.Tensor, prefix: str = "") -> torch.Tensor:
     """Hugging Face BertModel's last hidden states, written from the paper/HF layout (not supernas code)."""

@@ -20,14 +20,6 @@ from supernas.measure.objectives import _OBJECTIVES, direction, get_objective, s
 FAST = {"warmup": 1, "repeats": 3}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared machine: one intra-op thread avoids oversubscription stalls."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
 
 @pytest.fixture(scope="module")
 def tiny_net():

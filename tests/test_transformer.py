@@ -30,14 +30,6 @@ def _randomise(net: nn.Module, seed: int = 0) -> nn.Module:
     return net
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The models here are tiny: one intra-op thread is faster than two (and robust on a busy machine)."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
 
 @pytest.fixture(scope="module")
 def bert():

@@ -48,6 +48,16 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
 
 
 # ------------------------------------------------------------------------------ static modules
+
+def encoder_layer_forward(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Attention then feed-forward, each with a residual; LayerNorm before (pre-norm) or after (post-norm).
+    Shared by the static and the elastic layer so both compute exactly the same thing."""
+    if layer.norm_first:
+        x = x + layer.attn(layer.attn_norm(x), mask)
+        return x + layer.ffn(layer.ffn_norm(x))
+    x = layer.attn_norm(x + layer.attn(x, mask))
+    return layer.ffn_norm(x + layer.ffn(x))
+
 class MultiHeadAttention(nn.Module):
     """Static multi-head self-attention with separate Q/K/V/output projections (BERT layout)."""
 
@@ -92,11 +102,7 @@ class TransformerLayer(nn.Module):
         self.norm_first = norm_first
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.norm_first:
-            x = x + self.attn(self.attn_norm(x), mask)
-            return x + self.ffn(self.ffn_norm(x))
-        x = self.attn_norm(x + self.attn(x, mask))
-        return self.ffn_norm(x + self.ffn(x))
+        return encoder_layer_forward(self, x, mask)
 
 
 # ------------------------------------------------------------------------------ elastic ops
@@ -233,11 +239,7 @@ class ElasticTransformerLayer(nn.Module):
         self.attn.active_heads, self.ffn.active_inner = heads, inner
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.norm_first:
-            x = x + self.attn(self.attn_norm(x), mask)
-            return x + self.ffn(self.ffn_norm(x))
-        x = self.attn_norm(x + self.attn(x, mask))
-        return self.ffn_norm(x + self.ffn(x))
+        return encoder_layer_forward(self, x, mask)
 
     @torch.no_grad()
     def extract(self, hidden: int) -> TransformerLayer:
