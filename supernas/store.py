@@ -47,6 +47,20 @@ CREATE TABLE IF NOT EXISTS results (
 STATUSES = ("ok", "failed")
 
 
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch to WAL journaling. SQLite does not call the busy handler for this pragma, so several
+    processes opening a brand-new store at once would get "database is locked": retry until the timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if not ("locked" in str(e) or "busy" in str(e)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 @dataclass
 class Record:
     """One evaluated config of a run, with every column measured for it."""
@@ -109,13 +123,19 @@ class Store:
                 raise StoreError(f"{self.path} is not a supernas result store")
             else:
                 if not self.readonly:
-                    conn.execute("PRAGMA journal_mode=WAL")
+                    _set_wal(conn)
                 fmt = dict(conn.execute("SELECT name, value FROM supernas_meta").fetchall())
                 if fmt.get("format") != FORMAT:
                     raise StoreError(f"{self.path} is not a supernas result store")
                 if int(fmt.get("version", "0")) > VERSION:
                     raise StoreError(f"{self.path} was written by a newer supernas (store version "
                                      f"{fmt['version']} > {VERSION})")
+        except sqlite3.OperationalError as e:
+            conn.close()
+            if "locked" in str(e) or "busy" in str(e):
+                raise StoreError(f"result store {self.path} stayed locked by another process for "
+                                 f"{BUSY_TIMEOUT_S:.0f} s") from e
+            raise StoreError(f"{self.path} is not a supernas result store ({e})") from e
         except sqlite3.DatabaseError as e:
             conn.close()
             raise StoreError(f"{self.path} is not a supernas result store ({e})") from e
@@ -125,7 +145,7 @@ class Store:
         self._conn = conn
 
     def _create(self, conn: sqlite3.Connection) -> None:
-        conn.execute("PRAGMA journal_mode=WAL")
+        _set_wal(conn)
         conn.execute("BEGIN IMMEDIATE")  # IF NOT EXISTS / OR IGNORE: another process may create it too
         try:
             for stmt in _SCHEMA.strip().split(";"):
