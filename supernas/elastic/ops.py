@@ -59,6 +59,20 @@ class ElasticConv2d(nn.Module):
         self.active_out = out_channels
 
     def active_weight(self, in_channels: int) -> torch.Tensor:
+        """The weight of the active shape. Without autograd (evaluation, search) the sliced, transformed
+        and contiguous weight is cached, keyed by the shape and the parameters' version counters, so an
+        optimizer step or any in-place change of the weights invalidates it."""
+        if torch.is_grad_enabled():
+            return self._compute_weight(in_channels)
+        key = (in_channels, self.active_out, self.active_kernel,
+               *(p._version for p in self.parameters(recurse=False)), *(id(p) for p in self.parameters(recurse=False)))
+        cache = self.__dict__.get("_weight_cache")
+        if cache is None or cache[0] != key:
+            cache = (key, self._compute_weight(in_channels).contiguous())
+            self.__dict__["_weight_cache"] = cache
+        return cache[1]
+
+    def _compute_weight(self, in_channels: int) -> torch.Tensor:
         out = in_channels if self.depthwise else self.active_out
         w = self.weight[:out] if self.depthwise else self.weight[:out, :in_channels]
         k = self.active_kernel
