@@ -160,3 +160,20 @@ def test_create_supernet_errors():
     assert net.arch["family"] == "mbv3" and net.arch["num_classes"] == 4
     with pytest.raises(sn.ConfigError, match="invalid value 9"):
         net.set_active({**net.space.largest(), "stage1.block1.kernel": 9})
+
+
+def test_weight_cache_follows_weight_changes(small_mbv3):
+    net = copy.deepcopy(small_mbv3)
+    cfg = net.space.sample(seed=5)
+    net.set_active(cfg)
+    x = torch.randn(net.input_shape(cfg, batch=2))
+    with torch.no_grad():
+        cached = net(x)
+        assert torch.equal(cached, net(x))
+        for p in net.parameters():
+            p.mul_(1.05)  # an in-place update, like an optimizer step
+        after = net(x)
+    with torch.enable_grad():
+        uncached = net(x).detach()
+    assert not torch.allclose(cached, after)
+    assert torch.allclose(after, uncached, atol=1e-6)
