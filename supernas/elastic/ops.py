@@ -65,7 +65,7 @@ class ElasticConv2d(nn.Module):
         if torch.is_grad_enabled():
             return self._compute_weight(in_channels)
         key = (in_channels, self.active_out, self.active_kernel,
-               *(p._version for p in self.parameters(recurse=False)), *(id(p) for p in self.parameters(recurse=False)))
+               *[(id(p), p._version) for p in self._parameters.values() if p is not None])
         cache = self.__dict__.get("_weight_cache")
         if cache is None or cache[0] != key:
             cache = (key, self._compute_weight(in_channels).contiguous())
