@@ -55,16 +55,19 @@ class RunPaths:
 
 
 def default_config() -> RunConfig:
-    """The embedded default: scikit-learn digits at their native 8x8, an elastic MobileNetV3 whose space
-    adds an input-resolution choice (4/6/8), trained with the sandwich rule; minutes on a 2-core CPU."""
+    """The embedded default (``supernas.train.recipes.EMBEDDED_DEFAULT``): scikit-learn digits at 8x8, an
+    elastic MobileNetV3 with an input-resolution choice, then LINAS over accuracy, MACs and CPU latency."""
+    from .train.recipes import recipe
+
+    r = recipe("embedded-default")
+    args = {k: list(v) if isinstance(v, tuple) else v for k, v in r["supernet"].items()
+            if k not in ("name", "num_classes", "in_channels", "image_size")}  # those come from the data
     return RunConfig.model_validate({
         "name": "digits-mbv3", "out": "runs/default", "seed": 0,
-        "supernet": {"family": "mbv3", "args": {
-            "width_mult": 0.25, "stem_stride": 1, "dropout": 0.0, "last_channels": 128, "depths": [1, 2],
-            "kernel_sizes": [3, 5], "expand_ratios": [2, 4], "resolutions": [4, 6, 8]}},
-        "data": {"dataset": "digits", "image_size": 8, "channels": 1},
-        "train": {"epochs": 24, "batch_size": 64, "lr": 0.1, "warmup_epochs": 1, "num_random": 2,
-                  "num_threads": 1, "eval_every": 0},
+        "supernet": {"family": r["supernet"]["name"], "args": args},
+        "data": {"dataset": r["data"]["name_or_path"], "image_size": r["data"]["image_size"],
+                 "channels": r["data"]["channels"]},
+        "train": r["train"],
         "targets": {"cpu": {"backend": "cpu", "threads": 1, "batch_size": 1, "warmup": 5, "repeats": 30}},
         "search": {"strategy": "linas", "objectives": ["accuracy", "macs", "latency_ms@cpu"], "evaluations": 60},
         "export": {"picks": ["knee", "best-accuracy"], "formats": ["onnx", "torch"]},
