@@ -47,3 +47,13 @@ def test_partial_file_fills_defaults(tmp_path):
     p.write_text(yaml.safe_dump({"train": {"epochs": 3}, "search": {"strategy": "nsga2"}}))
     cfg = load_config(p)
     assert cfg.train.epochs == 3 and cfg.search.strategy == "nsga2" and cfg.train.optimizer == "sgd"
+
+
+def test_examples_are_valid_run_files():
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+    assert len(examples) >= 2
+    for p in examples:
+        cfg = load_config(p)
+        assert cfg.search.objectives and cfg.targets
