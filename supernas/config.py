@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, validation_problem
 from .measure.targets import TargetSpec, make_target
 from .train import TrainConfig
 
@@ -120,13 +120,8 @@ class RunConfig(Section):
 
 
 def _one_line(err: ValidationError) -> str:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "top level"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"config error at {where}: {msg}{more}"
+    where, what = validation_problem(err)
+    return f"config error at {where}: {what}"
 
 
 def parse_config(doc: Any, source: str = "config") -> RunConfig:

@@ -1,6 +1,8 @@
 """Errors that reach the user as one clear line (the CLI prints them and exits with code 2)."""
 from __future__ import annotations
 
+from typing import Any
+
 
 class SupernasError(Exception):
     """Base class of every error supernas reports to a user as one line."""
@@ -20,3 +22,15 @@ class CheckpointError(SupernasError):
 
 class StoreError(SupernasError):
     """A result store is corrupt or is not a supernas store."""
+
+
+def validation_problem(err: Any, top: str = "top level") -> tuple[str, str]:
+    """``(where, what)`` of a pydantic ValidationError's first problem, for a one-line message:
+    ``where`` is the dotted key path (``top`` when empty), ``what`` the reason without pydantic's
+    "Value error, " prefix ("unknown key" for a forbidden extra key), plus how many more problems there are."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or top
+    what = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    if err.error_count() > 1:
+        what += f" (and {err.error_count() - 1} more)"
+    return where, what

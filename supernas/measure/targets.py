@@ -12,7 +12,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import ConfigError, SupernasError
+from ..errors import ConfigError, SupernasError, validation_problem
 
 Backend = Literal["cpu", "cuda", "onnxruntime"]
 
@@ -92,10 +92,9 @@ def make_target(spec: TargetSpec | Mapping[str, Any] | str, name: str | None = N
     try:
         return TargetSpec(**data)
     except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "target"
-        raise ConfigError(f"target {data.get('name', '?')!r}: {where}: {err['msg']}"
-                          f" (got {err.get('input')!r})") from None
+        where, what = validation_problem(e, "target")
+        raise ConfigError(f"target {data.get('name', '?')!r}: {where}: {what}"
+                          f" (got {e.errors()[0].get('input')!r})") from None
 
 
 def resolve_targets(targets: Mapping[str, Any] | None, names: list[str]) -> dict[str, TargetSpec]:

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import ConfigError, SupernasError
+from ..errors import ConfigError, SupernasError, validation_problem
 
 
 class TrainingError(SupernasError):
@@ -62,6 +62,5 @@ class TrainConfig(BaseModel):
         try:
             return cls(**base)
         except ValidationError as e:
-            err = e.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "train config"
-            raise ConfigError(f"invalid training setting {where}: {err['msg']}") from None
+            where, what = validation_problem(e, "train config")
+            raise ConfigError(f"invalid training setting {where}: {what}") from None
