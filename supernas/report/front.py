@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..measure.objectives import direction
+from ..measure.objectives import direction, sign
 from ..search.pareto import knee_index, pareto_indices
 
 
@@ -30,7 +30,7 @@ def minimisation_matrix(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     """Objective values as floats, negated where the objective is maximised (NaN kept)."""
     cols = check_columns(df, columns)
     values = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    signs = np.array([-1.0 if direction(c) == "max" else 1.0 for c in cols])
+    signs = np.array([sign(c) for c in cols])
     return values * signs
 
 
