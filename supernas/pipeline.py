@@ -24,7 +24,7 @@ from .config import RunConfig, dump_config, load_config
 from .errors import CheckpointError, ConfigError
 from .measure.objectives import direction
 from .space import Config
-from .supernets import Supernet, create_supernet
+from .supernets import Supernet, create_supernet, supernet_arch
 
 SEARCH_RUN = "search"
 
@@ -118,13 +118,17 @@ def load_data(cfg: RunConfig):
     return load_dataset(d.dataset, kind=d.kind, image_size=d.image_size, seed=cfg.seed, **extra)
 
 
-def build_supernet(cfg: RunConfig, bundle: Any) -> Supernet:
-    """The run's supernet; classes, channels and image size default to the data's."""
+def supernet_args(cfg: RunConfig, bundle: Any) -> dict[str, Any]:
+    """The run's supernet constructor arguments; classes, channels and image size default to the data's."""
     args = dict(cfg.supernet.args)
     args.setdefault("num_classes", bundle.num_classes)
     args.setdefault("in_channels", bundle.in_channels)
     args.setdefault("image_size", bundle.image_size)
-    return create_supernet(cfg.supernet.family, **args)
+    return args
+
+
+def build_supernet(cfg: RunConfig, bundle: Any) -> Supernet:
+    return create_supernet(cfg.supernet.family, **supernet_args(cfg, bundle))
 
 
 def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: Console | None = None):
@@ -144,14 +148,14 @@ def trained_supernet(cfg: RunConfig, paths: RunPaths):
     """The run's trained supernet from its last checkpoint, and the data; the checkpoint must hold the
     supernet the run file describes."""
     from .train import load_supernet
-    from .train.checkpoint import _plain
+    from .train.checkpoint import plain
 
     last = paths.checkpoints / "last.pt"
     if not last.exists():
         raise CheckpointError(f"no trained supernet in {paths.checkpoints}; run `supernas train` first")
     bundle = load_data(cfg)
     net = load_supernet(last)
-    if _plain(net.arch) != _plain(build_supernet(cfg, bundle).arch):
+    if plain(net.arch) != plain(supernet_arch(cfg.supernet.family, **supernet_args(cfg, bundle))):
         raise CheckpointError(f"{last} belongs to another supernet ({net.arch.get('family')}) than the run file's "
                               f"({cfg.supernet.family} {cfg.supernet.args}); train it again or use --out")
     return net, bundle
@@ -242,17 +246,17 @@ def pick_config(cfg: RunConfig, paths: RunPaths, pick: str) -> tuple[str, Config
     return name, json.loads(row["config"])
 
 
-def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[str], net: Supernet | None = None):
-    """Export one picked sub-network (BN-recalibrated on training data) into the run directory."""
+def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[str], net: Supernet | None = None,
+                bundle: Any = None):
+    """Export one picked sub-network (BN-recalibrated on training data) into the run directory; ``net``
+    and ``bundle`` default to the run's trained supernet and data."""
     from .data import loaders
     from .export import export
     from .train import recalibrate_bn
 
     name, config = pick_config(cfg, paths, pick)
-    if net is None:
+    if net is None or bundle is None:
         net, bundle = trained_supernet(cfg, paths)
-    else:
-        bundle = load_data(cfg)
     sub = net.extract(config)
     recalibrate_bn(sub, loaders(bundle, batch_size=cfg.train.batch_size, seed=cfg.seed)[0],
                    cfg.search.calib_batches)
@@ -290,7 +294,7 @@ def run_all(cfg: RunConfig, fresh: bool = False, progress: bool = True, console:
     search_step(cfg, paths, resume=True, progress=progress, console=console, net=net, bundle=bundle)
     exported: list[Path] = []
     for pick in cfg.export.picks:
-        res = export_pick(cfg, paths, pick, cfg.export.formats, net=net)
+        res = export_pick(cfg, paths, pick, cfg.export.formats, net=net, bundle=bundle)
         console.print(res.summary)
         exported += [p for k, p in res.files.items() if k in ("onnx", "torch", "torchscript")]
     report = report_step(cfg, paths, exports=exported)

@@ -17,7 +17,7 @@ import supernas as sn
 from supernas.cli import main
 from supernas.config import parse_config
 from supernas.pipeline import open_run
-from supernas.train.checkpoint import _plain, save_checkpoint
+from supernas.train.checkpoint import plain, save_checkpoint
 
 TINY_ARGS = {"width_mult": 0.25, "stem_stride": 1, "dropout": 0.0, "depths": [1, 2], "kernel_sizes": [3, 5],
              "expand_ratios": [2, 4]}
@@ -40,7 +40,7 @@ def tiny_mbv3() -> sn.Supernet:
 
 
 def write_checkpoint(net: sn.Supernet, path: Path) -> None:
-    save_checkpoint(path, {"arch": _plain(net.arch), "model": net.state_dict(), "epoch": 0})
+    save_checkpoint(path, {"arch": plain(net.arch), "model": net.state_dict(), "epoch": 0})
 
 
 def cli(argv, capsys) -> tuple[int, str]:

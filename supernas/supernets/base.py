@@ -130,19 +130,26 @@ def family_class(name: str) -> type[Supernet]:
     return _FAMILIES[name]
 
 
-def create_supernet(name: str, **kwargs: Any) -> Supernet:
-    """Build supernet family ``name`` with its constructor arguments (timm-style factory)."""
+def supernet_arch(name: str, **kwargs: Any) -> dict[str, Any]:
+    """The ``arch`` dict (family and every constructor argument, defaults filled in) that
+    ``create_supernet(name, **kwargs)`` records, without building the network."""
     cls = family_class(name)
     params = inspect.signature(cls.__init__).parameters
     unknown = [k for k in kwargs if k not in params]
     if unknown:
         allowed = [p for p in params if p != "self"]
         raise ConfigError(f"unknown argument {unknown[0]!r} for supernet {name!r}; allowed: {', '.join(allowed)}")
-    try:
-        net = cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"bad arguments for supernet {name!r}: {e}") from e
     bound = inspect.signature(cls.__init__).bind(None, **kwargs)
     bound.apply_defaults()
-    net.arch = {"family": name, **{k: v for k, v in bound.arguments.items() if k != "self"}}
+    return {"family": name, **{k: v for k, v in bound.arguments.items() if k != "self"}}
+
+
+def create_supernet(name: str, **kwargs: Any) -> Supernet:
+    """Build supernet family ``name`` with its constructor arguments (timm-style factory)."""
+    arch = supernet_arch(name, **kwargs)
+    try:
+        net = family_class(name)(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad arguments for supernet {name!r}: {e}") from e
+    net.arch = arch
     return net

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..errors import CheckpointError
 from ..supernets import Supernet
 from . import distributed as D
-from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state, _plain
+from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state, plain
 from .config import TrainConfig, TrainingError
 from .evaluate import subnet_accuracy
 from .losses import distillation_loss
@@ -164,7 +164,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
     start = 0
     if resume and ckpt_dir is not None and (ckpt_dir / LAST).is_file():
         state = load_checkpoint(ckpt_dir / LAST, device)
-        if _plain(state["arch"]) != _plain(net.arch):
+        if plain(state["arch"]) != plain(net.arch):
             raise CheckpointError(f"{ckpt_dir / LAST} belongs to another supernet ({state['arch'].get('family')})")
         try:
             net.load_state_dict(state["model"])
@@ -219,7 +219,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
             log.write(row)
             if ckpt_dir is not None and info.is_main:
                 result.checkpoint = save_checkpoint(ckpt_dir / LAST, {
-                    "arch": _plain(net.arch), "model": net.state_dict(), "optimizer": opt.state_dict(),
+                    "arch": plain(net.arch), "model": net.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
                     "epoch": epoch, "config": cfg.model_dump(), "history": result.history})
             D.barrier(info)
