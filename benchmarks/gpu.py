@@ -4,7 +4,7 @@
    same data, same seed, same sandwich rule (largest + smallest + 2 random, in-place distillation);
 2. CUDA-event latency of the elastic supernet (active config) vs the extracted static sub-network.
 
-Run on a GPU machine: ``python benchmarks/gpu.py [--images 8192] [--epochs 2]``.
+Run on a GPU machine: ``python benchmarks/gpu.py [--images 4096] [--image-sizes 32,128] [--epochs 2]``.
 """
 from __future__ import annotations
 
@@ -26,14 +26,15 @@ from supernas.train import train  # noqa: E402
 NET = dict(num_classes=10, image_size=32, width_mult=1.0)
 
 
-def synthetic(n: int, seed: int) -> TensorDataset:
+def synthetic(n: int, size: int, seed: int) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
-    return TensorDataset(torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g))
+    return TensorDataset(torch.randn(n, 3, size, size, generator=g), torch.randint(0, 10, (n,), generator=g))
 
 
-def epoch_seconds(amp: bool, data: tuple[TensorDataset, TensorDataset], epochs: int, batch: int) -> tuple[float, float]:
+def epoch_seconds(amp: bool, data: tuple[TensorDataset, TensorDataset], size: int, epochs: int, batch: int
+                  ) -> tuple[float, float]:
     torch.manual_seed(0)
-    net = create_supernet("mbv3", **NET)
+    net = create_supernet("mbv3", **{**NET, "image_size": size})
     res = train(net, data, epochs=epochs, batch_size=batch, device="cuda", amp=amp, eval_every=0, progress=False,
                 num_random=2, distill=True, seed=0)
     last = res.history[-1]
@@ -42,29 +43,31 @@ def epoch_seconds(amp: bool, data: tuple[TensorDataset, TensorDataset], epochs: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=8192)
+    ap.add_argument("--images", type=int, default=4096)
+    ap.add_argument("--image-sizes", default="32,128")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=256)
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("benchmarks/gpu.py needs a CUDA device")
     gpu = torch.cuda.get_device_name(0)
-    data = (synthetic(args.images, 0), synthetic(512, 1))
-    rows = []
-    for amp in (False, True, False, True):  # alternated, so clocks and caches treat both alike
-        rows.append((amp, *epoch_seconds(amp, data, args.epochs, args.batch)))
-    fp32 = min(s for a, s, _ in rows if not a)
-    amp_s = min(s for a, s, _ in rows if a)
     lines = [f"GPU: {gpu}; torch {torch.__version__}.", "",
-             f"**Training** mbv3 (OFA space, w1.0, 32x32, 10 classes), {args.images} synthetic images, batch "
-             f"{args.batch}, sandwich largest + smallest + 2 random with in-place distillation; time of the last "
-             f"of {args.epochs} epochs, best of 2 alternated runs each.", "",
-             "| precision | epoch s | loss of the largest (last epoch) |", "|---|---|---|"]
-    for amp in (False, True):
-        s, loss = min((s, l) for a, s, l in rows if a == amp)
-        lines.append(f"| {'AMP (fp16 autocast)' if amp else 'fp32'} | {s:.2f} | {loss:.3f} |")
-    lines += ["", f"AMP speed-up: **{fp32 / amp_s:.2f}x**.", "",
-              "**Latency** (CUDA events, median of 100 after 20 warm-up), elastic supernet with the config "
+             f"**Training** mbv3 (OFA space, w1.0, 10 classes), {args.images} synthetic images, batch {args.batch}, "
+             f"sandwich largest + smallest + 2 random with in-place distillation; time of the last of {args.epochs} "
+             f"epochs, best of 2 alternated runs each.", "",
+             "| input | precision | epoch s | loss of the largest (last epoch) | AMP speed-up |", "|---|---|---|---|---|"]
+    for size in (int(v) for v in args.image_sizes.split(",")):
+        data = (synthetic(args.images, size, 0), synthetic(256, size, 1))
+        rows = []
+        for amp in (False, True, False, True):  # alternated, so clocks and caches treat both alike
+            rows.append((amp, *epoch_seconds(amp, data, size, args.epochs, args.batch)))
+            print(f"{size}px amp={amp}: last epoch {rows[-1][1]:.2f} s, loss {rows[-1][2]:.3f}", flush=True)
+        best = {amp: min((s, l) for a, s, l in rows if a == amp) for amp in (False, True)}
+        for amp in (False, True):
+            lines.append(f"| {size}x{size} | {'AMP (fp16 autocast)' if amp else 'fp32'} | {best[amp][0]:.2f} | "
+                         f"{best[amp][1]:.3f} | {best[False][0] / best[True][0]:.2f}x |" if amp else
+                         f"| {size}x{size} | fp32 | {best[amp][0]:.2f} | {best[amp][1]:.3f} | |")
+    lines += ["", "**Latency** (CUDA events, median of 100 after 20 warm-up), elastic supernet with the config "
               "active vs the extracted static sub-network:", "",
               "| config | batch | supernet ms | extracted ms | supernet / extracted |", "|---|---|---|---|---|"]
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ from supernas import create_supernet
 from supernas.data import load_dataset
 from supernas.measure import Evaluator, make_target, measure_latency, peak_activation_bytes, peak_memory
 from supernas.measure.counting import count_bytes
-from supernas.measure.lut import example_input
+from supernas.measure.lut import example_input, median_reference
 from supernas.train import train
 from supernas.train.checkpoint import load_checkpoint
 
@@ -24,12 +24,15 @@ def net():
 
 def test_cuda_latency_is_timed_by_events_and_leaves_the_model_where_it_was(net):
     spec = make_target({"name": "gpu", "backend": "cuda", "warmup": 3, "repeats": 10})
-    assert not spec.corrects_drift and not spec.uses_thread_clock
     cfg = net.space.largest()
     sub, x = net.extract(cfg).eval(), example_input(net, cfg, spec)
     res = measure_latency(sub, x, spec)
     assert len(res.times_ms) == 10 and all(t > 0 for t in res.times_ms) and res.drift is None
     assert next(sub.parameters()).device.type == "cpu"  # moved back after timing
+    ref = median_reference(net)
+    corrected = measure_latency(sub, x, spec, ref)  # alternating with the reference, on the GPU too
+    assert len(corrected.times_ms) == 10 and corrected.drift > 0 and ref.baseline_ms["gpu"] > 0
+    assert next(ref.model.parameters()).device.type == "cpu"  # the GPU copy is the reference's own
     big = make_target({"name": "gpu", "backend": "cuda", "batch_size": 256, "warmup": 3, "repeats": 10})
     assert measure_latency(sub, example_input(net, cfg, big), big).median_ms > 0
 
@@ -50,7 +53,7 @@ def test_evaluator_measures_cuda_columns(net):
                    targets={"cuda": {"backend": "cuda", "warmup": 2, "repeats": 5}})
     out = ev(net.space.smallest())
     assert out["latency_ms@cuda"] > 0 and out["peak_mem@cuda"] > 0 and out["macs"] > 0
-    assert ev.latency_baselines() == {}  # CUDA events need no drift correction
+    assert set(ev.latency_baselines()) == {"cuda"}
 
 
 def test_amp_training_on_cuda_then_checkpoint_loads_on_cpu(tmp_path):
@@ -80,4 +83,10 @@ def test_amp_training_on_cuda_then_checkpoint_loads_on_cpu(tmp_path):
         ref = cpu_net(x)
         assert torch.allclose(cpu_net.extract(cfg).eval()(x), ref, atol=1e-5)
         sn.eval().set_active(cfg)
-        assert torch.allclose(sn(x.cuda()).float().cpu(), ref, atol=1e-3)  # same weights on both devices
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # exact fp32 on the GPU
+        try:
+            on_gpu = sn(x.cuda()).cpu()
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        assert torch.allclose(on_gpu, ref, atol=1e-4)  # the same weights on both devices

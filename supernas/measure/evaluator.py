@@ -133,7 +133,7 @@ class Evaluator:
     Raises :class:`ConfigError` for unknown or malformed columns and :class:`TargetUnavailable` for a
     target this machine lacks (e.g. ``latency_ms@cuda`` without a GPU).
 
-    Latency on CPU targets is drift-corrected against the supernet's median sub-network (see
+    Latency is drift-corrected against the supernet's median sub-network (see
     :mod:`.latency`); ``latency_baselines`` ``{target: ms}`` fixes the reference's calibrated speed (e.g.
     from an earlier session of the same run), otherwise it is calibrated on first use — and at the latest
     when the evaluator is pickled, so Ray workers share the driver's baselines."""
@@ -175,7 +175,7 @@ class Evaluator:
 
     def _latency_targets(self) -> list[TargetSpec]:
         return [self.targets[t] for c in self.columns for o, t in [split_column(c)]
-                if o == "latency_ms" and self.targets[t].corrects_drift]
+                if o == "latency_ms" and self.targets[t].drift_correction]
 
     @property
     def reference(self) -> LatencyReference | None:

@@ -13,8 +13,9 @@ CPU target (``threads: 1``, ``clock: auto``) is timed by the calling thread's CP
 so this is the model's latency on a dedicated core, without the time the OS gives other processes
 (``clock: wall`` times the wall clock instead).
 
-**Drift correction** (CPU backends, ``spec.drift_correction``, given a :class:`LatencyReference`). On
-shared and virtual machines the CPU's speed drifts (other tenants' cache and memory traffic, frequency):
+**Drift correction** (``spec.drift_correction``, given a :class:`LatencyReference`). On shared and virtual
+machines the CPU's speed drifts (other tenants' cache and memory traffic, frequency; on a GPU target, the
+host that launches the kernels of a small model):
 the same model's median moves by up to 1.8x between runs seconds apart on the 2-core development VM,
 while the *ratio* of two models timed alternately stays within a few percent. So the model is timed in
 blocks alternating with a fixed reference model, and every time is rescaled by
@@ -26,6 +27,7 @@ so values measured minutes or processes apart are comparable.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import statistics
 import time
@@ -81,21 +83,42 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(prev)
 
 
-def _time_calls(fn: Callable[[], object], warmup: int, repeats: int,
-                clock: Callable[[], float] = time.perf_counter) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
+Timer = Callable[[Callable[[], object]], float]  # times one call, in milliseconds
+
+
+def clock_timer(clock: Callable[[], float]) -> Timer:
+    def timer(fn: Callable[[], object]) -> float:
         t0 = clock()
         fn()
-        times.append((clock() - t0) * 1e3)
-    return times
+        return (clock() - t0) * 1e3
+    return timer
 
 
-def clock_of(spec: TargetSpec) -> Callable[[], float]:
-    """The clock ``spec`` is timed with (see the module docstring)."""
-    return time.thread_time if spec.uses_thread_clock else time.perf_counter
+def cuda_timer(device: torch.device) -> Timer:
+    """CUDA events around the call, synchronised (includes the host's kernel launches when they are slower
+    than the GPU, as a user's forward call does)."""
+    def timer(fn: Callable[[], object]) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return float(start.elapsed_time(end))
+    return timer
+
+
+def _time_calls(fn: Callable[[], object], warmup: int, repeats: int,
+                timer: Timer = clock_timer(time.perf_counter)) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    return [timer(fn) for _ in range(repeats)]
+
+
+def timer_of(spec: TargetSpec) -> Timer:
+    """How ``spec`` times one call (see the module docstring)."""
+    if spec.backend == "cuda":
+        return cuda_timer(torch.device("cuda", spec.device))
+    return clock_timer(time.thread_time if spec.uses_thread_clock else time.perf_counter)
 
 
 #: calls per block when a model is timed alternately with the reference (each block starts with one
@@ -104,7 +127,7 @@ DRIFT_BLOCK = 8
 
 
 def _time_alternating(fn: Callable[[], object], ref_fn: Callable[[], object], baseline_ms: float,
-                      warmup: int, repeats: int, clock: Callable[[], float]) -> tuple[list[float], float]:
+                      warmup: int, repeats: int, timer: Timer) -> tuple[list[float], float]:
     """``repeats`` times of ``fn`` taken in blocks between blocks of ``ref_fn`` (ref, fn, ref, fn, ..., ref),
     each rescaled by ``baseline_ms / mean(median of the reference blocks either side)``; also the median
     drift factor."""
@@ -112,11 +135,11 @@ def _time_alternating(fn: Callable[[], object], ref_fn: Callable[[], object], ba
         fn()
         ref_fn()
     times, drifts = [], []
-    before = statistics.median(_time_calls(ref_fn, 1, DRIFT_BLOCK, clock))
+    before = statistics.median(_time_calls(ref_fn, 1, DRIFT_BLOCK, timer))
     while len(times) < repeats:
         k = min(DRIFT_BLOCK, repeats - len(times))
-        block = _time_calls(fn, 1, k, clock)
-        after = statistics.median(_time_calls(ref_fn, 1, DRIFT_BLOCK, clock))
+        block = _time_calls(fn, 1, k, timer)
+        after = statistics.median(_time_calls(ref_fn, 1, DRIFT_BLOCK, timer))
         drift = (before + after) / (2 * baseline_ms)
         times += [t / drift for t in block]
         drifts.append(drift)
@@ -165,7 +188,7 @@ class LatencyReference:
         self.model, self.example = model.eval(), example
         self.baseline_ms: dict[str, float] = dict(baseline_ms or {})
         self.rounds = rounds
-        self._sessions: dict[tuple[int, int | None], Any] = {}
+        self._sessions: dict[Any, Any] = {}  # ONNX Runtime sessions and GPU copies, rebuilt on demand
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_sessions": {}}
@@ -175,6 +198,12 @@ class LatencyReference:
         x = self.example[:1].expand(spec.batch_size, *self.example.shape[1:]).contiguous()
         if spec.backend == "cpu":
             return lambda: self.model(x)
+        if spec.backend == "cuda":
+            dev = torch.device("cuda", spec.device)
+            if dev not in self._sessions:  # a copy on the GPU, kept while this object lives
+                self._sessions[dev] = copy.deepcopy(self.model).to(dev)
+            model, xd = self._sessions[dev], x.to(dev)
+            return lambda: model(xd)
         key = (spec.threads, spec.onnx_opset, tuple(x.shape))
         if key not in self._sessions:
             with torch_threads(spec.threads):
@@ -189,7 +218,7 @@ class LatencyReference:
         if spec.name not in self.baseline_ms:
             fn = self.runner(spec)
             with torch_threads(spec.threads), torch.inference_mode():
-                medians = [statistics.median(_time_calls(fn, max(spec.warmup, 1), spec.repeats, clock_of(spec)))
+                medians = [statistics.median(_time_calls(fn, max(spec.warmup, 1), spec.repeats, timer_of(spec)))
                            for _ in range(self.rounds)]
             self.baseline_ms[spec.name] = float(min(medians))
         return self.baseline_ms[spec.name]
@@ -198,55 +227,45 @@ class LatencyReference:
 def measure_latency(model: nn.Module, example: torch.Tensor, spec: TargetSpec,
                     reference: LatencyReference | None = None) -> LatencyResult:
     """Time ``model(example)`` on ``spec``: ``spec.warmup`` untimed calls, then ``spec.repeats`` timed ones,
-    drift-corrected against ``reference`` when given and ``spec.corrects_drift``."""
+    drift-corrected against ``reference`` when given and ``spec.drift_correction``."""
     require_available(spec)
     was_training = model.training
     model.eval()
     drift = None
     try:
-        if spec.backend == "cuda":
-            times = _cuda_times(model, example, spec)
-        else:
-            if spec.backend == "cpu":
-                fn: Callable[[], object] = lambda: model(example)  # noqa: E731
-            else:
-                with torch_threads(spec.threads):
-                    sess = ort_session(onnx_bytes(model, example, spec.onnx_opset), spec.threads)
-                feed = {sess.get_inputs()[0].name: example.numpy()}
-                fn = lambda: sess.run(None, feed)  # noqa: E731
-            correct = reference is not None and spec.corrects_drift
+        with _placed(model, example, spec) as fn:
+            correct = reference is not None and spec.drift_correction
             if correct:
                 baseline = reference.calibrate(spec)
                 ref_fn = reference.runner(spec)
             with torch_threads(spec.threads), torch.inference_mode():
                 if correct:
                     times, drift = _time_alternating(fn, ref_fn, baseline, spec.warmup, spec.repeats,
-                                                     clock_of(spec))
+                                                     timer_of(spec))
                 else:
-                    times = _time_calls(fn, spec.warmup, spec.repeats, clock_of(spec))
+                    times = _time_calls(fn, spec.warmup, spec.repeats, timer_of(spec))
     finally:
         model.train(was_training)
     return LatencyResult(spec.name, times, drift)
 
 
-def _cuda_times(model: nn.Module, example: torch.Tensor, spec: TargetSpec) -> list[float]:
-    dev = torch.device("cuda", spec.device)
-    orig = next(iter(model.parameters()), torch.zeros(())).device
-    model.to(dev)
-    x = example.to(dev)
-    times = []
-    try:
-        with torch.inference_mode():
-            for _ in range(spec.warmup):
-                model(x)
-            torch.cuda.synchronize(dev)
-            for _ in range(spec.repeats):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                model(x)
-                end.record()
-                torch.cuda.synchronize(dev)
-                times.append(float(start.elapsed_time(end)))
-    finally:
-        model.to(orig)
-    return times
+@contextlib.contextmanager
+def _placed(model: nn.Module, example: torch.Tensor, spec: TargetSpec) -> Iterator[Callable[[], object]]:
+    """A no-argument call of ``model(example)`` on ``spec``'s backend (on CUDA the model is moved to the GPU
+    and back afterwards; for ONNX Runtime it is exported and loaded into a session)."""
+    if spec.backend == "cpu":
+        yield lambda: model(example)
+    elif spec.backend == "onnxruntime":
+        with torch_threads(spec.threads):
+            sess = ort_session(onnx_bytes(model, example, spec.onnx_opset), spec.threads)
+        feed = {sess.get_inputs()[0].name: example.numpy()}
+        yield lambda: sess.run(None, feed)
+    else:
+        dev = torch.device("cuda", spec.device)
+        orig = next(iter(model.parameters()), torch.zeros(())).device
+        model.to(dev)
+        x = example.to(dev)
+        try:
+            yield lambda: model(x)
+        finally:
+            model.to(orig)

@@ -24,8 +24,8 @@ class TargetUnavailable(SupernasError):
 class TargetSpec(BaseModel):
     """One named latency target. ``threads`` is the intra-op thread count used while measuring (restored
     afterwards); ``input_shape`` (without the batch dimension) overrides the supernet's own.
-    ``drift_correction`` (CPU backends) times every model in alternating blocks with a fixed reference
-    model and rescales to the reference's calibrated speed; ``clock`` ``auto`` times single-threaded CPU
+    ``drift_correction`` times every model in alternating blocks with a fixed reference model and
+    rescales to the reference's calibrated speed; ``clock`` ``auto`` times single-threaded CPU
     targets by the calling thread's CPU time (see :mod:`supernas.measure.latency`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -53,12 +53,6 @@ class TargetSpec(BaseModel):
     def uses_thread_clock(self) -> bool:
         """``auto``: the calling thread's CPU time for single-threaded CPU targets, wall time otherwise."""
         return self.clock == "thread" or (self.clock == "auto" and self.threads == 1 and self.backend != "cuda")
-
-    @property
-    def corrects_drift(self) -> bool:
-        """Whether latency is timed next to a reference model to cancel machine-speed drift (CPU backends
-        only: CUDA events do not share the CPU's drift)."""
-        return self.drift_correction and self.backend != "cuda"
 
     def shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Batched input shape from a per-sample shape (``input_shape`` wins when set)."""
