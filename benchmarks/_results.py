@@ -9,10 +9,28 @@ from pathlib import Path
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
+def machine() -> str:
+    """CPU model and core count, plus the GPU when torch sees one."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = f"{names[0]}, {len(names)} cores" if names else cpu
+    except OSError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            cpu += f"; {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return cpu
+
+
 def write_section(script: str, body: str) -> None:
     """Write ``body`` under ``## <script>`` in RESULTS.md, replacing that section and keeping the others."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    stamp = f"_Measured {datetime.date.today()} on {platform.machine()} ({platform.processor() or 'cpu'})._"
+    stamp = f"_Measured {datetime.date.today()} on {platform.machine()} ({machine()})._"
     section = f"## {script}\n\n{stamp}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(script)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section

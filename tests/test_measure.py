@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import pickle
+import statistics
+import time
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ from supernas.errors import ConfigError
 from supernas.measure import (Evaluator, LatencyTable, TargetSpec, TargetUnavailable, count_macs, count_params,
                               evaluate_accuracy, make_target, measure_latency, peak_activation_bytes,
                               peak_memory, register_objective, resolve_targets)
+from supernas.measure.latency import _time_alternating, _time_calls, clock_timer
 from supernas.measure.lut import example_input, unit_calls, units
 from supernas.measure.objectives import _OBJECTIVES, direction, get_objective, sign
 
@@ -77,7 +80,8 @@ def test_target_spec_validation():
     for bad, msg in [({"name": "x", "backend": "tpu"}, "backend"), ({"name": "x", "backend": "cpu", "threads": 0},
                      "threads"), ({"name": "x", "backend": "cpu", "repeats": 0}, "repeats"),
                      ({"name": "x", "backend": "cpu", "thread": 2}, "thread"), ({"name": "x"}, "backend"),
-                     ({"name": "a b", "backend": "cpu"}, "name")]:
+                     ({"name": "a b", "backend": "cpu"}, "name"), ({"name": "x", "backend": "cpu", "clock": "cpu"},
+                     "clock"), ({"name": "x", "backend": "cpu", "threads": 2, "clock": "thread"}, "threads: 1")]:
         with pytest.raises(ConfigError, match=msg) as e:
             make_target(bad)
         assert "\n" not in str(e.value)
@@ -110,6 +114,69 @@ def test_onnxruntime_latency_path_runs():
     res = measure_latency(model, torch.zeros(2, 20), spec)
     assert len(res.times_ms) == 3 and res.median_ms > 0
     assert not model.training
+
+
+def test_clock_choice_follows_threads_and_backend():
+    assert make_target({"name": "a", "backend": "cpu", "threads": 1}).uses_thread_clock
+    assert make_target({"name": "a", "backend": "onnxruntime", "threads": 1}).uses_thread_clock
+    assert not make_target({"name": "a", "backend": "cpu", "threads": 4}).uses_thread_clock
+    assert not make_target({"name": "a", "backend": "cpu", "clock": "wall"}).uses_thread_clock
+    assert not make_target("cuda").uses_thread_clock
+
+
+class _DriftingMachine:
+    """A fake clock and two fake models: the model costs 3 units, the reference 2, times a machine speed
+    that changes every 30 calls (as a shared VM's does every few seconds), so plain timing varies 3x."""
+
+    def __init__(self) -> None:
+        self.now, self.calls = 0.0, 0
+        self.speeds = [1.0, 1.0, 2.5, 2.5, 2.5, 1.2, 3.0, 3.0, 1.0]
+
+    def _run(self, units: float) -> None:
+        self.now += units * self.speeds[(self.calls // 30) % len(self.speeds)] / 1e3  # clock is in seconds
+        self.calls += 1
+
+    def model(self) -> None:
+        self._run(3.0)
+
+    def reference(self) -> None:
+        self._run(2.0)
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_drift_correction_cancels_machine_speed_changes():
+    m = _DriftingMachine()
+    plain = _time_calls(m.model, 0, 300, clock_timer(m.clock))
+    assert max(plain) / min(plain) == pytest.approx(3.0)  # the drift the correction must remove
+    times, drift = _time_alternating(m.model, m.reference, 2.0, 2, 120, clock_timer(m.clock))
+    assert len(times) == 120
+    # corrected to the reference's baseline speed (2 ms = speed 1): the model's 3 units at speed 1
+    assert statistics.median(times) == pytest.approx(3.0, rel=0.05)
+    assert drift > 1.0  # the machine ran slower than the baseline on average
+
+
+def test_evaluator_latency_is_drift_corrected_with_one_baseline_per_run(tiny_net, tmp_path):
+    from supernas.search import search
+    from supernas.store import Store
+
+    spec = {"cpu": {"backend": "cpu", "threads": 1, "warmup": 1, "repeats": 4}}
+    ev = Evaluator(tiny_net, ["latency_ms@cpu", "macs"], targets=spec)
+    ev(tiny_net.space.smallest())
+    base = ev.latency_baselines()
+    assert set(base) == {"cpu"} and base["cpu"] > 0
+    assert pickle.loads(pickle.dumps(ev)).latency_baselines() == base  # Ray workers share the baseline
+    db = tmp_path / "r.db"
+    search(tiny_net, ev, ["latency_ms@cpu", "macs"], strategy="random", evaluations=3, store=db, progress=False)
+    with Store(db) as st:
+        assert st.run_meta("search")["latency_baselines"] == base
+    fresh = Evaluator(tiny_net, ["latency_ms@cpu", "macs"], targets=spec)  # a resumed session
+    search(tiny_net, fresh, ["latency_ms@cpu", "macs"], strategy="random", evaluations=4, store=db,
+           progress=False)
+    assert fresh.latency_baselines() == base  # the stored baseline, not a new calibration
+    wall = Evaluator(tiny_net, ["latency_ms@cpu"], targets={"cpu": {"backend": "cpu", "drift_correction": False}})
+    assert wall.reference is None and wall.latency_baselines() == {}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")

@@ -177,3 +177,18 @@ def test_weight_cache_follows_weight_changes(small_mbv3):
         uncached = net(x).detach()
     assert not torch.allclose(cached, after)
     assert torch.allclose(after, uncached, atol=1e-6)
+
+
+def test_weight_cache_follows_a_move_to_another_dtype_or_device(small_mbv3):
+    """``Module.to`` swaps parameter storage without bumping version counters: the cache must notice (a
+    supernet used on the CPU, then moved to the GPU, crashed with CPU weights in the cache)."""
+    net = copy.deepcopy(small_mbv3)
+    cfg = net.space.sample(seed=6)
+    net.set_active(cfg)
+    x = torch.randn(net.input_shape(cfg, batch=2))
+    with torch.no_grad():
+        single = net(x)
+        net.double()
+        double = net(x.double())  # a stale float32 cache would raise a dtype mismatch here
+    assert double.dtype == torch.float64
+    assert torch.allclose(double.float(), single, atol=1e-5)

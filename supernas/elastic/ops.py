@@ -60,12 +60,13 @@ class ElasticConv2d(nn.Module):
 
     def active_weight(self, in_channels: int) -> torch.Tensor:
         """The weight of the active shape. Without autograd (evaluation, search) the sliced, transformed
-        and contiguous weight is cached, keyed by the shape and the parameters' version counters, so an
-        optimizer step or any in-place change of the weights invalidates it."""
+        and contiguous weight is cached, keyed by the shape and the parameters' version counters and storage,
+        so an optimizer step, any in-place change or a move to another device or dtype invalidates it."""
         if torch.is_grad_enabled():
             return self._compute_weight(in_channels)
         key = (in_channels, self.active_out, self.active_kernel,
-               *[(id(p), p._version) for p in self._parameters.values() if p is not None])
+               *[(id(p), p._version, p.data_ptr(), p.device, p.dtype) for p in self._parameters.values()
+                 if p is not None])
         cache = self.__dict__.get("_weight_cache")
         if cache is None or cache[0] != key:
             cache = (key, self._compute_weight(in_channels).contiguous())

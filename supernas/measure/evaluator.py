@@ -20,8 +20,8 @@ from ..space import Config
 from ..train.bn import recalibrate_bn
 from .accuracy import evaluate_accuracy
 from .counting import count_bytes, count_macs, count_params
-from .latency import measure_latency
-from .lut import example_input
+from .latency import LatencyReference, measure_latency
+from .lut import example_input, median_reference
 from .memory import peak_memory
 from .objectives import get_objective, register_objective, split_column
 from .targets import TargetSpec, require_available, resolve_targets
@@ -43,6 +43,7 @@ class MeasureContext:
     eval_loader: Iterable | None = None
     eval_batches: int | None = None
     cache: dict[str, Any] = field(default_factory=dict)
+    reference: LatencyReference | None = None
 
     def example(self, batch: int | None = None) -> torch.Tensor:
         """An input batch for this sub-network: the target's batch size and shape, or one sample."""
@@ -100,7 +101,7 @@ def _bytes(ctx: MeasureContext) -> float:
 @_bind("latency_ms")
 def _latency(ctx: MeasureContext) -> float:
     assert ctx.target is not None
-    return measure_latency(ctx.model, ctx.example(), ctx.target).median_ms
+    return measure_latency(ctx.model, ctx.example(), ctx.target, ctx.reference).median_ms
 
 
 @_bind("peak_mem")
@@ -130,12 +131,18 @@ class Evaluator:
     the batches for BN recalibration (``calib_batches`` of them) and accuracy (``eval_batches``, default
     all). ``targets`` maps target names to :class:`TargetSpec` or dicts; the built-ins need no entry.
     Raises :class:`ConfigError` for unknown or malformed columns and :class:`TargetUnavailable` for a
-    target this machine lacks (e.g. ``latency_ms@cuda`` without a GPU)."""
+    target this machine lacks (e.g. ``latency_ms@cuda`` without a GPU).
+
+    Latency is drift-corrected against the supernet's median sub-network (see
+    :mod:`.latency`); ``latency_baselines`` ``{target: ms}`` fixes the reference's calibrated speed (e.g.
+    from an earlier session of the same run), otherwise it is calibrated on first use — and at the latest
+    when the evaluator is pickled, so Ray workers share the driver's baselines."""
 
     def __init__(self, supernet: nn.Module, columns: Sequence[str], *, data: Any = None,
                  calib_loader: Iterable | None = None, eval_loader: Iterable | None = None,
                  targets: Mapping[str, TargetSpec | Mapping[str, Any] | str] | None = None,
-                 calib_batches: int = 20, eval_batches: int | None = None) -> None:
+                 calib_batches: int = 20, eval_batches: int | None = None,
+                 latency_baselines: Mapping[str, float] | None = None) -> None:
         if not columns:
             raise ConfigError("the evaluator needs at least one metric column")
         if data is not None:
@@ -163,6 +170,38 @@ class Evaluator:
         self.targets = resolve_targets(targets, list(dict.fromkeys(names)))
         for spec in self.targets.values():
             require_available(spec)
+        self._baselines = dict(latency_baselines or {})
+        self._reference: LatencyReference | None = None
+
+    def _latency_targets(self) -> list[TargetSpec]:
+        return [self.targets[t] for c in self.columns for o, t in [split_column(c)]
+                if o == "latency_ms" and self.targets[t].drift_correction]
+
+    @property
+    def reference(self) -> LatencyReference | None:
+        """The drift-correction reference (the supernet's median sub-network), built on first use."""
+        if self._reference is None and self._latency_targets():
+            self._reference = median_reference(self.supernet, self._baselines)
+        return self._reference
+
+    def latency_baselines(self) -> dict[str, float]:
+        """``{target: reference ms}`` for every drift-corrected latency column, calibrating what is missing."""
+        ref = self.reference
+        if ref is None:
+            return {}
+        for spec in self._latency_targets():
+            ref.calibrate(spec)
+        return dict(ref.baseline_ms)
+
+    def keep_latency_baselines(self, baselines: Mapping[str, float]) -> None:
+        """Use ``baselines`` (e.g. stored by an earlier session of the same run) for the targets they name."""
+        self._baselines.update(baselines)
+        if self._reference is not None:
+            self._reference.baseline_ms.update(baselines)
+
+    def __getstate__(self) -> dict[str, Any]:
+        self.latency_baselines()  # every copy measures against the same baselines
+        return dict(self.__dict__)
 
     @property
     def needs_weights(self) -> bool:
@@ -186,7 +225,8 @@ class Evaluator:
         for col in self.columns:
             obj, target = get_objective(col), split_column(col)[1]
             ctx = MeasureContext(self.supernet, config, model, self.targets.get(target) if target else None,
-                                 self.eval_loader, self.eval_batches, cache)
+                                 self.eval_loader, self.eval_batches, cache,
+                                 self.reference if obj.name == "latency_ms" else None)
             out[col] = float(obj.fn(ctx))  # type: ignore[misc]
         return out
 

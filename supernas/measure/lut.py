@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .latency import measure_latency
+from .latency import LatencyReference, measure_latency
 from .targets import TargetSpec, make_target
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList)
@@ -35,6 +35,16 @@ def example_input(supernet: nn.Module, cfg: Mapping[str, Any] | None, spec: Targ
     if hasattr(supernet, "example_input"):
         return supernet.example_input(cfg, batch=spec.batch_size)
     return torch.zeros(supernet.input_shape(cfg, batch=spec.batch_size))
+
+
+def median_reference(supernet: nn.Module, baselines: Mapping[str, float] | None = None) -> LatencyReference:
+    """The drift-correction reference of a supernet: its median sub-network (static) on one sample."""
+    cfg = supernet.space.median()  # type: ignore[attr-defined]
+    was_training = supernet.training
+    model = supernet.extract(cfg)  # type: ignore[operator]
+    supernet.train(was_training)
+    spec = TargetSpec(name="reference", backend="cpu")
+    return LatencyReference(model, example_input(supernet, cfg, spec), baselines)
 
 
 def units(model: nn.Module) -> list[nn.Module]:
@@ -71,7 +81,7 @@ def unit_calls(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Mo
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: its tensors would break the TorchScript ONNX exporter
             model(example)
     finally:
         for h in handles:
@@ -81,10 +91,14 @@ def unit_calls(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Mo
 
 
 class LatencyTable:
-    """Latency lookup table of one target: unit signature -> median milliseconds, plus a calibration."""
+    """Latency lookup table of one target: unit signature -> median milliseconds, plus a calibration.
+    With a ``reference``, every entry and calibration measurement is drift-corrected against it, so
+    entries timed minutes apart are on one scale."""
 
-    def __init__(self, target: TargetSpec | Mapping[str, Any] | str) -> None:
+    def __init__(self, target: TargetSpec | Mapping[str, Any] | str, reference: LatencyReference | None = None
+                 ) -> None:
         self.target = make_target(target)
+        self.reference = reference
         self.entries: dict[str, float] = {}
         self.coef, self.intercept = 1.0, 0.0
         self.calibrated = False
@@ -97,7 +111,7 @@ class LatencyTable:
         added = 0
         for sig, mod, x in unit_calls(model, example):
             if sig not in self.entries:
-                self.entries[sig] = measure_latency(mod, x, self.target).median_ms
+                self.entries[sig] = measure_latency(mod, x, self.target, self.reference).median_ms
                 added += 1
         return added
 
@@ -117,7 +131,7 @@ class LatencyTable:
             raise ConfigError("latency table calibration needs at least 2 sub-networks")
         raws = np.array([self.raw(m, x) for m, x in pairs])
         meas = (np.array(list(measured_ms), dtype=float) if measured_ms is not None
-                else np.array([measure_latency(m, x, self.target).median_ms for m, x in pairs]))
+                else np.array([measure_latency(m, x, self.target, self.reference).median_ms for m, x in pairs]))
         if len(meas) != len(raws):
             raise ConfigError(f"calibration got {len(raws)} models but {len(meas)} measurements")
         fit = LinearRegression().fit(raws.reshape(-1, 1), meas)
@@ -171,8 +185,8 @@ def build_latency_table(supernet: nn.Module, target: TargetSpec | Mapping[str, A
                         seed: int = 0) -> LatencyTable:
     """A calibrated table for ``supernet`` on ``target``: units of ``configs`` (default: smallest, largest
     and ``calib`` random sub-networks) timed once, calibrated on ``calib`` measured sub-networks
-    (the smallest, the largest and random ones)."""
-    table = LatencyTable(target)
+    (the smallest, the largest and random ones); drift-corrected against the median sub-network."""
+    table = LatencyTable(target, median_reference(supernet))
     space = supernet.space  # type: ignore[attr-defined]
     calib_cfgs = [space.smallest(), space.largest(), *space.sample_many(max(0, calib - 2), seed=seed)]
     for cfg in configs or ():
@@ -191,5 +205,5 @@ def lut_mape(table: LatencyTable, supernet: nn.Module, n: int = 50, seed: int = 
         sub = supernet.extract(cfg).eval()  # type: ignore[operator]
         x = example_input(supernet, cfg, table.target)
         pred.append(table.predict(sub, x))
-        meas.append(measure_latency(sub, x, table.target).median_ms)
+        meas.append(measure_latency(sub, x, table.target, table.reference).median_ms)
     return {"mape": mape(pred, meas), "predicted_ms": pred, "measured_ms": meas, "entries": len(table)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError, SupernasError, validation_problem
 
@@ -23,7 +23,10 @@ class TargetUnavailable(SupernasError):
 
 class TargetSpec(BaseModel):
     """One named latency target. ``threads`` is the intra-op thread count used while measuring (restored
-    afterwards); ``input_shape`` (without the batch dimension) overrides the supernet's own."""
+    afterwards); ``input_shape`` (without the batch dimension) overrides the supernet's own.
+    ``drift_correction`` times every model in alternating blocks with a fixed reference model and
+    rescales to the reference's calibrated speed; ``clock`` ``auto`` times single-threaded CPU
+    targets by the calling thread's CPU time (see :mod:`supernas.measure.latency`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -36,6 +39,20 @@ class TargetSpec(BaseModel):
     input_shape: tuple[int, ...] | None = None
     device: int = Field(0, ge=0)
     onnx_opset: int | None = Field(None, ge=7)
+    drift_correction: bool = True
+    clock: Literal["auto", "wall", "thread"] = "auto"
+
+    @model_validator(mode="after")
+    def _clock_fits_threads(self) -> "TargetSpec":
+        if self.clock == "thread" and (self.threads != 1 or self.backend == "cuda"):
+            raise ValueError("clock 'thread' times the calling thread: it needs threads: 1 on a CPU backend "
+                             "(use clock: wall)")
+        return self
+
+    @property
+    def uses_thread_clock(self) -> bool:
+        """``auto``: the calling thread's CPU time for single-threaded CPU targets, wall time otherwise."""
+        return self.clock == "thread" or (self.clock == "auto" and self.threads == 1 and self.backend != "cuda")
 
     def shape(self, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Batched input shape from a per-sample shape (``input_shape`` wins when set)."""

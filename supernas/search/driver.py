@@ -145,6 +145,9 @@ def search(space_or_supernet: Any, evaluate: Evaluate, columns: Sequence[str], *
             raise ConfigError(f"run {run!r} already holds results in {db.path}; resume it or pick another run name")
         db.add_run(run, {"kind": "search", "strategy": strat.name, "seed": seed, "columns": cols,
                          "constraints": [str(c) for c in cons], "evaluations": evaluations})
+        if hasattr(evaluate, "latency_baselines"):  # drift-corrected latency: one baseline per run
+            evaluate.keep_latency_baselines(db.run_meta(run).get("latency_baselines", {}))
+            db.add_run(run, {"latency_baselines": evaluate.latency_baselines()})
     pool = make_pool(evaluate, cols, workers, retries, ray_address)
     history: list[Evaluation] = []
     ok_feasible: list[Point] = []
