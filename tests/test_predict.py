@@ -39,6 +39,7 @@ def test_fit_predictor_reports_cv_quality_and_picks_best(data):
     assert set(q["candidates"]) == {"ridge", "gbm", "svr"}
     assert pred.model == max(q["candidates"], key=lambda m: q["candidates"][m]["kendall_tau"])
     assert q["n_samples"] == 120 and q["folds"] == 4
+    assert set(q["cv_s"]) == {"ridge", "gbm", "svr"} and q["fit_s"] >= sum(q["cv_s"].values()) > 0
     for key in ("kendall_tau", "spearman_rho", "mape"):
         assert q[key] == q["candidates"][pred.model][key]
     assert q["kendall_tau"] > 0.8 and q["mape"] < 0.1  # latency is smooth in the features
@@ -138,6 +139,11 @@ def test_feature_map_rejects_foreign_rows():
         FeatureMap(space, parts=("bogus",))
     with pytest.raises(ConfigError, match="CostTable"):
         FeatureMap(space).totals(space.features_many([space.largest()]))
+
+
+def test_cost_table_belongs_to_its_space(tiny_table):
+    with pytest.raises(ConfigError, match="another search space"):
+        FeatureMap(small_space(), tiny_table)
 
 
 @pytest.fixture(scope="module")

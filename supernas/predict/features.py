@@ -126,7 +126,9 @@ class FeatureMap:
         if "costs" in parts and table is None:
             parts = [p for p in parts if p != "costs"]
         self.space, self.table, self.parts = space, table, tuple(parts)
-        self.blocks = table.blocks if table is not None else blocks_of(space)
+        self.blocks = blocks_of(space)
+        if table is not None and table.blocks != self.blocks:
+            raise ConfigError("the cost table was counted for another search space")
         sizes = [1 + len(c.options) for c in space.choices]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(int)
         self._width = int(sum(sizes))
