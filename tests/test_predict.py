@@ -39,6 +39,7 @@ def test_fit_predictor_reports_cv_quality_and_picks_best(data):
     assert set(q["candidates"]) == {"ridge", "gbm", "svr"}
     assert pred.model == max(q["candidates"], key=lambda m: q["candidates"][m]["kendall_tau"])
     assert q["n_samples"] == 120 and q["folds"] == 4
+    assert set(q["cv_s"]) == {"ridge", "gbm", "svr"} and q["fit_s"] >= sum(q["cv_s"].values()) > 0
     for key in ("kendall_tau", "spearman_rho", "mape"):
         assert q[key] == q["candidates"][pred.model][key]
     assert q["kendall_tau"] > 0.8 and q["mape"] < 0.1  # latency is smooth in the features
@@ -90,3 +91,136 @@ def test_bad_input_is_one_line_error(data, tmp_path):
         load_predictors(tmp_path / "junk")
     with pytest.raises(SupernasError, match="does not exist"):
         load_predictors(tmp_path / "missing")
+
+
+# ----------------------------------------------------------------------------- derived features
+from search_fixtures import small_eval, small_space  # noqa: E402
+from supernas.predict import FeatureMap, blocks_of, build_cost_table, count_costs  # noqa: E402
+
+
+def test_blocks_and_lookup_one_hots():
+    space = small_space()
+    blocks = {b.name: b for b in blocks_of(space)}
+    assert set(blocks) == {"fixed", "b1", "b2"}
+    names = space.names
+    assert [names[j] for j in blocks["b1"].local] == ["b1.kernel"]
+    assert [names[j] for j in blocks["b1"].context] == ["width", "res"]  # top-level free choices
+    assert blocks["b1"].size == 3 * 4 * 3 and blocks["fixed"].size == 4 * 3
+    cfgs = list(space.enumerate())
+    fmap = FeatureMap(space, parts=("lookup",))
+    Z = fmap.lookup(space.features_many(cfgs))
+    active = np.array([1 + (c["depth"] > 1) + (c["depth"] > 2) for c in cfgs])
+    assert np.array_equal(Z.sum(axis=1), active)  # one 1 per active block and one for the fixed layers
+    assert len(np.unique(Z, axis=0)) == len(cfgs)  # a lossless encoding
+    assert fmap.transform(space.features_many(cfgs)).shape == (len(cfgs), fmap.n_lookup) == (len(cfgs), len(fmap.names()))
+
+
+def test_lookup_makes_products_of_choices_linear():
+    """small_eval's macs (res^2 x width x (1 + depth/2 + kernels/7)) is a sum of per-block products:
+    exactly linear in the lookup columns, not in the ordinal/one-hot base features."""
+    from sklearn.linear_model import LinearRegression
+
+    space = small_space()
+    cfgs = list(space.enumerate())
+    y = np.array([small_eval(c)["macs"] for c in cfgs])
+    X = space.features_many(cfgs)
+    base = LinearRegression().fit(X, y)
+    look = LinearRegression().fit(FeatureMap(space, parts=("lookup",)).transform(X), y)
+    lookup_err = np.max(np.abs(look.predict(FeatureMap(space, parts=("lookup",)).transform(X)) - y) / y)
+    assert lookup_err < 1e-8
+    assert np.max(np.abs(base.predict(X) - y) / y) > 0.05
+
+
+def test_feature_map_rejects_foreign_rows():
+    space = small_space()
+    with pytest.raises(ConfigError, match="columns"):
+        FeatureMap(space).transform(np.zeros((2, 5)))
+    with pytest.raises(ConfigError, match="unknown feature part"):
+        FeatureMap(space, parts=("bogus",))
+    with pytest.raises(ConfigError, match="CostTable"):
+        FeatureMap(space).totals(space.features_many([space.largest()]))
+
+
+def test_cost_table_belongs_to_its_space(tiny_table):
+    with pytest.raises(ConfigError, match="another search space"):
+        FeatureMap(small_space(), tiny_table)
+
+
+@pytest.fixture(scope="module")
+def tiny_mbv3():
+    import torch
+
+    import supernas as sn
+    torch.manual_seed(0)
+    return sn.create_supernet("mbv3", num_classes=10, image_size=8, in_channels=1, width_mult=0.25, stem_stride=1,
+                              last_channels=16, depths=(1, 2), kernel_sizes=(3,), expand_ratios=(2, 4),
+                              resolutions=(4, 8)).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_table(tiny_mbv3):
+    return build_cost_table(tiny_mbv3, seed=0, check=8)
+
+
+def test_cost_table_is_exact_for_additive_costs(tiny_mbv3, tiny_table):
+    space = tiny_mbv3.space
+    assert set(tiny_table.exact) >= {"macs", "params", "bytes", "activations", "ops"}
+    fmap = FeatureMap(space, tiny_table)
+    cfgs = space.sample_many(6, seed=42)
+    X = space.features_many(cfgs)
+    counted = [count_costs(tiny_mbv3.extract(c).eval(), tiny_mbv3.example_input(c)) for c in cfgs]
+    from supernas.measure import count
+    direct = [count(tiny_mbv3.extract(c).eval(), example=tiny_mbv3.example_input(c)) for c in cfgs]
+    assert [c["macs"] for c in counted] == [d["macs"] for d in direct]
+    tot = fmap.totals(X)
+    for k, q in enumerate(("macs", "params", "bytes", "activations", "ops")):
+        assert np.allclose(tot[:, k], [c[q] for c in counted], rtol=1e-9)
+    assert np.allclose(fmap.block_costs(X).sum(axis=1), tot)
+    Xt = fmap.transform(X)
+    assert Xt.shape[1] == len(fmap.names()) and np.all(np.isfinite(Xt))
+
+
+@pytest.mark.slow
+def test_cost_table_reports_non_additive_quantities(small_resnet):
+    """In the elastic ResNet a stage's first block reads the previous stage's width: its MACs are not a
+    sum of per-block costs of the block's own choices and context, and the table must say so."""
+    table = build_cost_table(small_resnet, seed=0, check=8)
+    assert "macs" not in table.exact and table.max_rel_error["macs"] > 1e-6
+
+
+def test_exact_columns_are_computed_and_others_learned(tiny_mbv3, tiny_table, tmp_path):
+    space = tiny_mbv3.space
+    fmap = FeatureMap(space, tiny_table)
+    cfgs = space.sample_many(30, seed=5)
+    X = space.features_many(cfgs)
+    macs = fmap.totals(X)[:, 0]
+    pred = fit_predictor(X, macs, column="macs", features=fmap, folds=3)
+    assert pred.model == "exact" and pred.quality["mape"] == 0 and pred.quality["kendall_tau"] == pytest.approx(1)
+    test = space.sample_many(10, seed=9)
+    from supernas.measure import count
+    truth = [count(tiny_mbv3.extract(c).eval(), example=tiny_mbv3.example_input(c))["macs"] for c in test]
+    assert np.allclose(pred.predict_configs(space, test), truth)
+    off = fit_predictor(X, macs * (1 + 0.01 * np.sin(np.arange(30))), column="macs", features=fmap, folds=3,
+                        models=("ridge",))  # another counting convention: learned, not computed
+    assert off.model == "ridge" and "exact" not in off.quality["candidates"]
+    lat = fit_predictor(X, 1 + macs / 1e5, column="latency_ms@cpu", features=fmap, folds=3, models=("ridge",))
+    assert lat.model == "ridge" and lat.quality["fit_s"] > 0
+    save_predictors({"macs": pred, "lat": lat}, tmp_path / "p.joblib")
+    back = load_predictors(tmp_path / "p.joblib")
+    for k, p in (("macs", pred), ("lat", lat)):
+        assert np.array_equal(back[k].predict(X), p.predict(X))
+
+
+def test_predictors_on_features_take_linas_rows(tiny_mbv3, tiny_table):
+    """A predictor fitted with a FeatureMap predicts from the same rows LINAS builds from vectors."""
+    from supernas.search.linas import canonical_vectors, vector_features
+
+    space = tiny_mbv3.space
+    fmap = FeatureMap(space, tiny_table)
+    cfgs = space.sample_many(25, seed=1)
+    X = space.features_many(cfgs)
+    y = fmap.totals(X)[:, 4] * 0.01 + fmap.totals(X)[:, 0] * 1e-5
+    pred = fit_predictor(X, y, column="latency_ms@cpu", features=fmap, folds=3, models=("ridge", "gbm"))
+    Xv = vector_features(space, canonical_vectors(space, np.stack([space.encode(c) for c in cfgs])))
+    assert np.array_equal(pred.predict(Xv), pred.predict(X))
+    assert quality(y, pred.predict(X))["kendall_tau"] > 0.95
