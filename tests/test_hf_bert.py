@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 import supernas as sn
 from supernas.supernets import load_hf_bert, load_hf_tokenizer
+from text_fixtures import random_hf_tensors as _random_hf_tensors, write_hf_folder as _write_folder
 
 TINY = {"model_type": "bert", "vocab_size": 50, "hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3,
         "intermediate_size": 40, "max_position_embeddings": 16, "type_vocab_size": 2, "hidden_act": "gelu",
@@ -40,34 +41,6 @@ def reference_bert(t: dict, cfg: dict, ids: torch.Tensor, mask: torch.Tensor, pr
         x = F.layer_norm(lin(inner, "output.dense") + x, (h,), p(L + "output.LayerNorm.weight"),
                          p(L + "output.LayerNorm.bias"), eps)
     return x
-
-
-def _random_hf_tensors(cfg: dict, seed: int = 0, prefix: str = "") -> dict:
-    g = torch.Generator().manual_seed(seed)
-    h, inner = cfg["hidden_size"], cfg["intermediate_size"]
-    shapes = {"embeddings.word_embeddings.weight": (cfg["vocab_size"], h),
-              "embeddings.position_embeddings.weight": (cfg["max_position_embeddings"], h),
-              "embeddings.token_type_embeddings.weight": (cfg["type_vocab_size"], h),
-              "embeddings.LayerNorm.weight": (h,), "embeddings.LayerNorm.bias": (h,),
-              "pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)}
-    for i in range(cfg["num_hidden_layers"]):
-        L = f"encoder.layer.{i}."
-        for n in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
-            shapes.update({L + n + ".weight": (h, h), L + n + ".bias": (h,)})
-        shapes.update({L + "intermediate.dense.weight": (inner, h), L + "intermediate.dense.bias": (inner,),
-                       L + "output.dense.weight": (h, inner), L + "output.dense.bias": (h,)})
-        for n in ("attention.output.LayerNorm", "output.LayerNorm"):
-            shapes.update({L + n + ".weight": (h,), L + n + ".bias": (h,)})
-    out = {prefix + k: 0.4 * torch.randn(s, generator=g) for k, s in shapes.items()}
-    out[prefix + "embeddings.position_ids"] = torch.arange(cfg["max_position_embeddings"])[None]
-    return out
-
-
-def _write_folder(path, cfg, tensors):
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(cfg))
-    save_file(tensors, str(path / "model.safetensors"))
-    return path
 
 
 def _ids(vocab: int, batch=3, seq=9, seed=0):

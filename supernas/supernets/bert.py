@@ -158,6 +158,23 @@ class BertSupernet(Supernet):
         """Token ids of shape ``input_shape(cfg, batch)``, none of them [PAD] (all positions attended)."""
         return Bert.example_input(self, batch, self.seq_len)
 
+    def random_input(self, shape: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random token ids of ``shape`` ``(batch, seq)``, none of them [PAD] except a random right-padded
+        tail in every row after the first (so export checks exercise the padding mask)."""
+        b, s = int(shape[0]), int(shape[1])
+        vocab = self.arch.get("vocab_size", self.embeddings.word.num_embeddings)
+        ids = torch.randint(0, vocab, (b, s), generator=generator)
+        if self.pad_token_id is not None:
+            ids[ids == self.pad_token_id] = (self.pad_token_id + 1) % vocab
+            keep = torch.randint(1, s + 1, (b,), generator=generator)
+            keep[0] = s
+            ids[torch.arange(s)[None, :] >= keep[:, None]] = self.pad_token_id
+        return ids
+
+    def dynamic_axes(self) -> dict[int, tuple[str, int, int]]:
+        """The sequence axis: exported sub-networks take any length from 2 to ``max_position_embeddings``."""
+        return {1: ("sequence", 2, self.arch.get("max_position_embeddings", self.embeddings.position.num_embeddings))}
+
     def _build_static(self, cfg: Config) -> Bert:
         width = cfg["hidden"]
         self.pooler.active_out = width

