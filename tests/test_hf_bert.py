@@ -63,13 +63,27 @@ def test_synthetic_checkpoint_round_trip(tmp_path, prefix):
     with torch.no_grad():
         assert (net.encode(ids, mask) - ref).abs().max() <= 1e-4
         assert (sub.encode(ids, mask) - ref).abs().max() <= 1e-4
+        logits = net(ids, mask)
         net.reorder_channels()  # importance re-ordering keeps the converted model's function
-        assert (net.encode(ids, mask) - ref).abs().max() <= 1e-4
+        assert (net(ids, mask) - logits).abs().max() <= 1e-5
+        order = net.reorder_hidden()  # hidden states come out in the (new) importance order
+        assert (net.encode(ids, mask) - ref[..., _order_of(net, tensors, prefix)]).abs().max() <= 1e-4
+        assert torch.equal(order, torch.arange(24))  # already sorted
         pooled = torch.tanh(F.linear(ref[:, 0], tensors[prefix + "pooler.dense.weight"],
                                      tensors[prefix + "pooler.dense.bias"]))
         assert (net.extract(net.space.largest()).classifier is not None)
         net0 = load_hf_bert(tmp_path / "m", num_classes=0).eval()
         assert (net0(ids, mask) - pooled).abs().max() <= 1e-4
+
+
+def _order_of(net, tensors: dict, prefix: str = "") -> torch.Tensor:
+    """Where each of the re-ordered net's hidden dimensions came from in the original checkpoint (found by
+    matching the embedding LayerNorm's bias, which the re-ordering permutes like every hidden vector)."""
+    original = tensors[prefix + "embeddings.LayerNorm.bias"]
+    now = net.embeddings.norm.bias.detach()
+    order = torch.tensor([int((original - v).abs().argmin()) for v in now])
+    assert torch.equal(original[order], now) and len(set(order.tolist())) == len(order)
+    return order
 
 
 def test_loader_errors(tmp_path):
@@ -122,7 +136,7 @@ def test_minilm_largest_subnetwork_reproduces_the_original(minilm_dir):
         assert (net.encode(ids, mask) - ref).abs().max() <= 1e-4
         net.reorder_channels()
         hidden = net.extract(net.space.largest()).encode(ids, mask)
-    assert (hidden - ref).abs().max() <= 1e-4
+    assert (hidden - ref[..., _order_of(net, tensors)]).abs().max() <= 1e-4
     # the weights are the real sentence encoder: paraphrases are closer than unrelated sentences
     m = mask[..., None].float()
     emb = F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)

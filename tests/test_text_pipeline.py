@@ -273,3 +273,46 @@ def test_sst2_run_file_reads_the_shared_data_when_present():
     assert bundle.classes == ["0", "1"]
     net = build_supernet(cfg, bundle)
     assert net.arch["hidden_size"] == 384 and net.arch["num_classes"] == 2 and net.seq_len == 64
+
+
+# ----------------------------------------------------------------------------------- training pieces
+def test_students_distil_from_a_fixed_teacher_when_given():
+    """trainer.sandwich_step with a teacher model: the largest learns the labels, every other pass the
+    teacher's predictions (not the largest's); the teacher gets no gradient."""
+    import contextlib
+
+    import supernas as sn
+    from supernas.train import TrainConfig, distillation_loss, sandwich_step
+    from supernas.train.distributed import DistInfo
+
+    torch.manual_seed(0)
+    args = {**{k: v for k, v in TINY_BERT.items() if k != "initializer_range"}, "vocab_size": 30, "num_classes": 2}
+    net, teacher = sn.create_supernet("bert", **args).train(), torch.nn.Linear(1, 2)
+    teacher_model = lambda x: teacher(x[:, :1].float())  # noqa: E731  (any module mapping ids to logits)
+    x, y = torch.randint(1, 30, (4, 7)), torch.tensor([0, 1, 1, 0])
+    cfgs = [net.space.largest(), net.space.smallest(), net.space.sample(seed=1)]
+    losses = sandwich_step(net, net, cfgs, x, y, TrainConfig(label_smoothing=0.0), torch.amp.GradScaler("cpu", enabled=False),
+                           contextlib.nullcontext, DistInfo(), teacher_model)
+    assert teacher.weight.grad is None
+    with torch.no_grad():
+        target = teacher_model(x)
+        for c, loss in zip(cfgs, losses):
+            net.set_active(c)
+            want = (torch.nn.functional.cross_entropy(net(x), y) if c == cfgs[0]
+                    else distillation_loss(net(x), target))
+            assert float(want) == pytest.approx(loss, rel=1e-5)
+
+
+def test_picks_parse_and_name_their_files():
+    from supernas.config import parse_pick
+    from supernas.errors import ConfigError
+
+    p = parse_pick("best-accuracy if params <= 50%")
+    assert (p.base, p.column, p.limit, p.relative, p.name) == ("best-accuracy", "params", 50.0, True,
+                                                             "best-accuracy_params-le-50pct")
+    q = parse_pick("knee if latency_ms@cpu<=12.5")
+    assert (q.column, q.limit, q.relative, q.name) == ("latency_ms@cpu", 12.5, False, "knee_latency_ms_cpu-le-12.5")
+    assert parse_pick("3").name == "front3" and parse_pick("largest").name == "largest"
+    for bad in ("best-accuracy if params < 5", "knee if params <= x", "smallest if params <= 5"):
+        with pytest.raises(ConfigError):
+            parse_pick(bad)

@@ -20,7 +20,7 @@ SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 
 TINY_BERT = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32,
              "max_position_embeddings": 32, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
-             "initializer_range": 0.1, "layer_choices": [1, 2], "head_choices": [1, 2], "ffn_choices": [16, 32], "hidden_choices": [8, 16]}
+             "initializer_range": 0.1, "pooling": "mean", "layer_choices": [1, 2], "head_choices": [1, 2], "ffn_choices": [16, 32], "hidden_choices": [8, 16]}
 
 
 def write_tokenizer(path: Path) -> Path:

@@ -1,7 +1,8 @@
 """Pretrained -> elastic: load a Hugging Face BERT folder into the ``bert`` family, offline.
 
 The folder holds ``config.json``, ``model.safetensors`` and ``tokenizer.json`` (as saved by
-``save_pretrained``). Weights are read with ``safetensors`` and the tokenizer with ``tokenizers``; no
+``save_pretrained``); a sentence-transformers folder whose ``1_Pooling`` averages token states gets
+``pooling="mean"``. Weights are read with ``safetensors`` and the tokenizer with ``tokenizers``; no
 ``transformers`` and no network. The largest sub-network of the loaded supernet is the original model.
 """
 from __future__ import annotations
@@ -94,7 +95,16 @@ def read_hf_config(path: str | Path) -> dict[str, Any]:
     missing = [k for k in HF_FIELDS[:7] if k not in raw]
     if missing:
         raise ConfigError(f"{file} lacks {missing[0]!r}")
-    return {k: raw[k] for k in HF_FIELDS if k in raw}
+    return {k: raw[k] for k in HF_FIELDS if k in raw} | _pooling(file.parent)
+
+
+def _pooling(folder: Path) -> dict[str, str]:
+    """``{"pooling": "mean"}`` for a sentence-transformers folder whose Pooling module averages tokens."""
+    try:
+        cfg = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return {"pooling": "mean"} if isinstance(cfg, dict) and cfg.get("pooling_mode_mean_tokens") else {}
 
 
 def load_hf_tokenizer(path: str | Path) -> Tokenizer:
