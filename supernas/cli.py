@@ -109,17 +109,19 @@ def export(run_dir: Path = typer.Argument(..., help="A run directory."),
            format: str = typer.Option("onnx,torch", "--format", help="Comma-separated: onnx, torch, torchscript.")
            ) -> None:
     """Export one sub-network of a searched run, verified in ONNX Runtime / PyTorch."""
-    from .pipeline import export_pick, run_from_dir
+    from .pipeline import run_from_dir
+    from .pipeline_export import export_pick
 
     cfg, paths = run_from_dir(run_dir)
     res = export_pick(cfg, paths, pick, [f.strip() for f in format.split(",") if f.strip()])
-    console.print(res.summary())
+    console.print(res.summary)
 
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """(Re)write the HTML report, plots and front table of a run."""
-    from .pipeline import report_step, run_from_dir
+    from .pipeline import run_from_dir
+    from .pipeline_export import report_step
 
     cfg, paths = run_from_dir(run_dir)
     console.print(f"report: {report_step(cfg, paths)}")
@@ -168,7 +170,11 @@ def _error(line: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and a non-zero exit for every known error, never a traceback."""
     try:
-        app(args=argv, prog_name="supernas", standalone_mode=False)
+        code = app(args=argv, prog_name="supernas", standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into a returned exit code 130 when not standalone
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):

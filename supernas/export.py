@@ -166,11 +166,13 @@ def _as_numpy(out: Any) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- writers
-def _torch_export(sub: nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+def _torch_export(sub: nn.Module, example: torch.Tensor, dynamic: Mapping[int, tuple[str, int, int]]
+                  ) -> torch.export.ExportedProgram:
+    axes = {0: torch.export.Dim("batch", min=1, max=1 << 16),
+            **{ax: torch.export.Dim(n, min=lo, max=hi) for ax, (n, lo, hi) in dynamic.items()}}
     try:
         with _quiet():
-            return torch.export.export(sub, (example,), dynamic_shapes=({0: batch},))
+            return torch.export.export(sub, (example,), dynamic_shapes=(axes,))
     except Exception as e:  # torch raises many kinds; the user gets one line
         raise ExportError(f"torch.export could not trace the sub-network: {_first_line(e)}") from e
 
@@ -233,22 +235,39 @@ def _runner(fmt: str, path: Path) -> tuple[str, Callable[[np.ndarray], np.ndarra
     return ("torch.export" if fmt == "torch" else "torch.jit"), run
 
 
+def _check_shapes(input_shape: Sequence[int], batch_sizes: Sequence[int],
+                  dynamic: Mapping[int, tuple[str, int, int]]) -> list[tuple[int, ...]]:
+    """Every batch size at the example shape, plus each other dynamic axis at about half its size."""
+    shapes = [(int(b), *map(int, input_shape[1:])) for b in batch_sizes]
+    for ax, (_, lo, _hi) in dynamic.items():
+        shape = list(shapes[-1])
+        shape[ax] = max(lo, int(input_shape[ax]) // 2)
+        shapes.append(tuple(shape))
+    return list(dict.fromkeys(shapes))
+
+
 def verify(sub: nn.Module, fmt: str, path: Path, input_shape: Sequence[int], *,
-           batch_sizes: Sequence[int] = (1, 3), atol: float = 1e-4, seed: int = 0) -> ExportCheck:
-    """Compare an exported file with the PyTorch sub-network on seeded random inputs."""
+           batch_sizes: Sequence[int] = (1, 3), atol: float = 1e-4, seed: int = 0,
+           make_input: Callable[[Sequence[int], torch.Generator], torch.Tensor] | None = None,
+           dynamic: Mapping[int, tuple[str, int, int]] | None = None) -> ExportCheck:
+    """Compare an exported file with the PyTorch sub-network on seeded random inputs (``make_input(shape,
+    generator)``, default standard normal) of every batch size and dynamic axis size."""
     runtime, run = _runner(fmt, path)
     gen = torch.Generator().manual_seed(seed)
+    make = make_input or (lambda shape, g: torch.randn(tuple(shape), generator=g))
     diff, scale = 0.0, 0.0
-    for b in batch_sizes:
-        x = torch.randn((int(b), *input_shape[1:]), generator=gen)
+    for shape in _check_shapes(input_shape, batch_sizes, dynamic or {}):
+        b = shape[0]
+        x = make(shape, gen)
         with torch.no_grad():
             want = _as_numpy(sub(x))
         try:
             got = np.asarray(run(x.numpy()))
         except Exception as e:
-            raise ExportError(f"{path.name} failed to run on batch {b}: {_first_line(e)}") from e
+            raise ExportError(f"{path.name} failed to run on input {tuple(shape)}: {_first_line(e)}") from e
         if got.shape != want.shape:
-            raise ExportError(f"{path.name} returned shape {got.shape} on batch {b}, PyTorch gives {want.shape}")
+            raise ExportError(f"{path.name} returned shape {got.shape} on input {tuple(shape)}, PyTorch gives "
+                              f"{want.shape}")
         diff = max(diff, float(np.max(np.abs(got.astype(np.float64) - want), initial=0.0)))
         scale = max(scale, float(np.max(np.abs(want), initial=0.0)))
     return ExportCheck(fmt, runtime, tuple(int(b) for b in batch_sizes), diff, scale, atol)
@@ -258,7 +277,10 @@ def verify(sub: nn.Module, fmt: str, path: Path, input_shape: Sequence[int], *,
 def export(model: nn.Module, cfg: Mapping[str, Any] | None, out: str | Path, *,
            formats: Sequence[str] = ("onnx", "torch"), input_shape: Sequence[int] | None = None,
            check: bool = True, opset: int | None = None, name: str | None = None,
-           batch_sizes: Sequence[int] = (1, 3), atol: float = 1e-4, seed: int = 0) -> ExportResult:
+           batch_sizes: Sequence[int] = (1, 3), atol: float = 1e-4, seed: int = 0,
+           make_input: Callable[[Sequence[int], torch.Generator], torch.Tensor] | None = None,
+           dynamic: Mapping[int, tuple[str, int, int]] | None = None,
+           meta: Mapping[str, Any] | None = None) -> ExportResult:
     """Export sub-network ``cfg`` of a Supernet (or a static ``nn.Module``; ``cfg`` is then only recorded).
 
     ``out`` is a directory (files named ``name`` or ``model``) or a file path such as ``run/knee.onnx``
@@ -267,6 +289,10 @@ def export(model: nn.Module, cfg: Mapping[str, Any] | None, out: str | Path, *,
     batch axis (its value is only an example; the batch is dynamic) and defaults to the supernet's.
     With ``check`` every file is compared with the PyTorch sub-network on random inputs of
     ``batch_sizes``; a max abs difference above ``atol`` raises ExportError after the files are written.
+    ``make_input(shape, generator)`` makes example/check inputs and ``dynamic`` names input axes kept
+    dynamic besides the batch (``{axis: (name, min, max)}``); for a Supernet both default to its
+    ``random_input`` / ``dynamic_axes`` (text: token ids, dynamic sequence length). ``meta`` is added to
+    the ``.json``.
     """
     fmts = tuple(dict.fromkeys(formats))
     bad = [f for f in fmts if f not in FORMATS]
@@ -275,15 +301,20 @@ def export(model: nn.Module, cfg: Mapping[str, Any] | None, out: str | Path, *,
     if check and (len(batch_sizes) == 0 or min(batch_sizes) < 1):
         raise ConfigError(f"batch_sizes must be positive integers, got {tuple(batch_sizes)}")
     out_dir, stem = _resolve_target(out, name)
-    sub, config, meta, shape = _resolve_model(model, cfg, input_shape)
+    sub, config, info_meta, shape = _resolve_model(model, cfg, input_shape)
+    if isinstance(model, Supernet):
+        make_input = make_input or model.random_input
+        dynamic = dynamic if dynamic is not None else model.dynamic_axes()
+    make = make_input or (lambda s, g: torch.randn(tuple(s), generator=g))
+    dynamic = dict(dynamic or {})
     was_training = sub.training
     sub.eval()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         files: dict[str, Path] = {}
-        example = torch.randn((max(2, shape[0]), *shape[1:]), generator=torch.Generator().manual_seed(seed))
+        example = make((max(2, shape[0]), *shape[1:]), torch.Generator().manual_seed(seed))
         if "onnx" in fmts or "torch" in fmts:
-            program = _torch_export(sub, example)
+            program = _torch_export(sub, example, dynamic)
             if "torch" in fmts:
                 files["torch"] = out_dir / f"{stem}{_SUFFIXES['torch']}"
                 with _quiet():
@@ -303,9 +334,11 @@ def export(model: nn.Module, cfg: Mapping[str, Any] | None, out: str | Path, *,
         files["config"] = out_dir / f"{stem}.json"
         result = ExportResult(stem, out_dir, files, _jsonable(config) if config is not None else None, shape)
         if check:
-            result.checks = [verify(sub, f, files[f], shape, batch_sizes=batch_sizes, atol=atol, seed=seed + 1)
-                             for f in fmts]
-        info = {**result.to_json(), **meta, "summary": result.summary, "torch": torch.__version__}
+            result.checks = [verify(sub, f, files[f], shape, batch_sizes=batch_sizes, atol=atol, seed=seed + 1,
+                                    make_input=make, dynamic=dynamic) for f in fmts]
+        info = {**result.to_json(), **info_meta, "input_dtype": str(example.dtype).removeprefix("torch."),
+                "dynamic_axes": {str(a): n for a, (n, _, _) in dynamic.items()}, **(meta or {}),
+                "summary": result.summary, "torch": torch.__version__}
         files["config"].write_text(json.dumps(info, indent=2) + "\n")
     finally:
         sub.train(was_training)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -111,15 +112,23 @@ def run_from_dir(run_dir: str | Path) -> tuple[RunConfig, RunPaths]:
 
 # ----------------------------------------------------------------------------- building blocks
 def load_data(cfg: RunConfig):
+    """The run's data: an image ``DataBundle``, or a ``TextBundle`` for text data."""
     from .data import load_dataset
 
     d = cfg.data
+    if d.is_text:
+        from .pipeline_text import load_text_data
+        return load_text_data(cfg)
     extra = {"channels": d.channels} if d.channels is not None else {}  # else the reader's default
     return load_dataset(d.dataset, kind=d.kind, image_size=d.image_size, seed=cfg.seed, **extra)
 
 
 def supernet_args(cfg: RunConfig, bundle: Any) -> dict[str, Any]:
-    """The run's supernet constructor arguments; classes, channels and image size default to the data's."""
+    """The run's supernet constructor arguments; classes, channels and image size default to the data's
+    (text: see ``pipeline_text.text_supernet_args``)."""
+    if cfg.data.is_text:
+        from .pipeline_text import text_supernet_args
+        return text_supernet_args(cfg, bundle)
     args = dict(cfg.supernet.args)
     args.setdefault("num_classes", bundle.num_classes)
     args.setdefault("in_channels", bundle.in_channels)
@@ -128,17 +137,27 @@ def supernet_args(cfg: RunConfig, bundle: Any) -> dict[str, Any]:
 
 
 def build_supernet(cfg: RunConfig, bundle: Any) -> Supernet:
+    """The run's supernet before training (text: from the pretrained model when there is one); its random
+    initialisation follows the run's seed."""
+    torch.manual_seed(cfg.seed)
+    if cfg.data.is_text:
+        from .pipeline_text import build_text_supernet
+        return build_text_supernet(cfg, supernet_args(cfg, bundle))
     return create_supernet(cfg.supernet.family, **supernet_args(cfg, bundle))
 
 
 def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: Console | None = None):
     """Train (or resume training) the run's supernet; returns (supernet, data bundle)."""
+    from .pipeline_text import freeze, original_teacher
     from .train import train as train_supernet
 
     bundle = load_data(cfg)
     net = build_supernet(cfg, bundle)
+    freeze(net, cfg.supernet.freeze)
+    teacher = (original_teacher(cfg, bundle, supernet_args(cfg, bundle), paths.checkpoints / "teacher", progress)
+               if cfg.data.is_text else None)
     result = train_supernet(net, bundle, config=cfg.train, checkpoint_dir=paths.checkpoints, resume=True,
-                            progress=progress)
+                            progress=progress, teacher=teacher)
     if console is not None:
         console.print(f"trained supernet: {result.summary()}" if hasattr(result, "summary") else "trained supernet")
     return net, bundle
@@ -199,93 +218,18 @@ def print_front(console: Console, front: Sequence[Any], columns: Sequence[str], 
         table.add_column(f"{c} ({'max' if direction(c) == 'max' else 'min'})", justify="right")
     for i, p in enumerate(front):
         mark = " knee" if knee is not None and p.key == knee.key else ""
-        table.add_row(f"{i}{mark}", *(_fmt(p.values[c]) for c in columns))
+        table.add_row(f"{i}{mark}", *(fmt_number(p.values[c]) for c in columns))
     console.print(table)
 
 
-def _fmt(v: float) -> str:
+def fmt_number(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
-
-
-# ----------------------------------------------------------------------------- export and report
-def evaluations_frame(cfg: RunConfig, paths: RunPaths):
-    """One row per successfully evaluated config of the run's search (key, config, metric columns)."""
-    from .store import Store
-
-    if not paths.results.exists():
-        raise ConfigError(f"{paths.root} has no results yet; run `supernas search` first")
-    with Store(paths.results, readonly=True) as db:
-        df = db.dataframe(SEARCH_RUN)
-    if "status" in df.columns:
-        df = df[df["status"] == "ok"]
-    missing = [c for c in cfg.search.objectives if c not in df.columns]
-    if df.empty or missing:
-        raise ConfigError(f"{paths.root} holds no complete evaluations of {', '.join(cfg.search.objectives)}")
-    return df.dropna(subset=cfg.search.objectives).reset_index(drop=True)
-
-
-def pick_config(cfg: RunConfig, paths: RunPaths, pick: str) -> tuple[str, Config]:
-    """``knee``, ``best-<column>`` or a row id of front.csv -> (name, config)."""
-    from .report import front_table
-
-    cols = cfg.search.objectives
-    front = front_table(evaluations_frame(cfg, paths), cols).reset_index(drop=True)
-    if pick == "knee":
-        row = front[front["knee"]].iloc[0]
-    elif pick.startswith("best-"):
-        col = pick[len("best-"):]
-        if col not in cols:
-            raise ConfigError(f"cannot pick {pick!r}: {col!r} is not an objective ({', '.join(cols)})")
-        row = front.sort_values(col, ascending=direction(col) == "min", kind="stable").iloc[0]
-    elif pick.isdigit() and int(pick) < len(front):
-        row = front.iloc[int(pick)]
-    else:
-        raise ConfigError(f"unknown pick {pick!r}: use knee, best-<objective> or a front row id "
-                          f"0..{len(front) - 1}")
-    name = pick.replace("@", "_") if not pick.isdigit() else f"front{pick}"
-    return name, json.loads(row["config"])
-
-
-def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[str], net: Supernet | None = None,
-                bundle: Any = None):
-    """Export one picked sub-network (BN-recalibrated on training data) into the run directory; ``net``
-    and ``bundle`` default to the run's trained supernet and data."""
-    from .data import loaders
-    from .export import export
-    from .train import recalibrate_bn
-
-    name, config = pick_config(cfg, paths, pick)
-    if net is None or bundle is None:
-        net, bundle = trained_supernet(cfg, paths)
-    sub = net.extract(config)
-    recalibrate_bn(sub, loaders(bundle, batch_size=cfg.train.batch_size, seed=cfg.seed)[0],
-                   cfg.search.calib_batches)
-    return export(sub, config, paths.root, formats=formats, name=name, input_shape=net.input_shape(config))
-
-
-def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None = None) -> Path:
-    from .report import write_report
-
-    df = evaluations_frame(cfg, paths)
-    hv = []
-    if paths.search_json.exists():
-        try:
-            hv = list(enumerate(json.loads(paths.search_json.read_text()).get("hypervolume_history", []), 1))
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            raise ConfigError(f"{paths.search_json} is corrupt; run `supernas search` again to rewrite it "
-                              f"(its evaluations are kept in the store)") from None
-    if exports is None:
-        exports = sorted(p for p in paths.root.iterdir() if p.suffix in (".onnx", ".pt2"))
-    summary = {"run file": str(paths.config), "supernet": f"{cfg.supernet.family} {cfg.supernet.args}",
-               "data": cfg.data.dataset, "strategy": cfg.search.strategy,
-               "targets": ", ".join(f"{n} ({t.backend}, {t.threads} threads, batch {t.batch_size})"
-                                    for n, t in cfg.targets.items())}
-    return write_report(paths.root, df, cfg.search.objectives, hv_history=hv, exports=exports,
-                        title=f"supernas report: {cfg.name}", summary=summary)
 
 
 def run_all(cfg: RunConfig, fresh: bool = False, progress: bool = True, console: Console | None = None) -> Path:
     """train -> search -> export the configured picks -> report; every step resumes."""
+    from .pipeline_export import export_pick, print_picks, report_step
+
     console = console or Console()
     t0 = time.perf_counter()
     paths = open_run(cfg, fresh=fresh)
@@ -293,10 +237,13 @@ def run_all(cfg: RunConfig, fresh: bool = False, progress: bool = True, console:
     net, bundle = train_step(cfg, paths, progress=progress, console=console)
     search_step(cfg, paths, resume=True, progress=progress, console=console, net=net, bundle=bundle)
     exported: list[Path] = []
+    picks = []
     for pick in cfg.export.picks:
         res = export_pick(cfg, paths, pick, cfg.export.formats, net=net, bundle=bundle)
         console.print(res.summary)
         exported += [p for k, p in res.files.items() if k in ("onnx", "torch", "torchscript")]
+        picks.append(json.loads(res.files["config"].read_text()))
+    print_picks(console, cfg, picks)
     report = report_step(cfg, paths, exports=exported)
     console.print(f"done in {time.perf_counter() - t0:.0f} s. Report: [bold]{report}[/bold]")
     return report
@@ -324,7 +271,7 @@ def measure_step(cfg: RunConfig, names: Sequence[str], columns: Sequence[str] | 
         config = _named_config(net, name)
         values = evaluator(config)
         rows.append(values)
-        table.add_row(name, *(_fmt(values[c]) for c in cols))
+        table.add_row(name, *(fmt_number(values[c]) for c in cols))
     console.print(table)
     return rows
 

@@ -4,6 +4,8 @@
 or as given) and checks it; ``tokenize_texts`` turns texts into ``input_ids`` / ``attention_mask``
 tensors with a ``tokenizers.Tokenizer``; ``text_tensor_dataset`` gives a ``TensorDataset`` of
 ``(input_ids, labels)`` (or ``(input_ids, attention_mask, labels)``) batches for training and evaluation.
+``load_text_bundle`` (below) turns a train file and an optional dev file into a :class:`TextBundle`
+that the trainer, the evaluator and the pipeline use like an image ``DataBundle``.
 """
 from __future__ import annotations
 
@@ -124,11 +126,9 @@ def tokenize_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int =
     if max_length < 2:
         raise DataError(f"max_length must be at least 2, got {max_length}")
     tok = Tokenizer.from_str(tokenizer.to_str())  # the caller's tokenizer keeps its own settings
-    pad = tokenizer.padding or {}
-    pad_token = pad.get("pad_token", "[PAD]")
-    pad_id = pad.get("pad_id", tok.token_to_id(pad_token) or 0)
     tok.enable_truncation(max_length)
-    tok.enable_padding(length=max_length, pad_id=pad_id, pad_token=pad_token)
+    tok.enable_padding(length=max_length, pad_id=pad_id_of(tokenizer),
+                       pad_token=(tokenizer.padding or {}).get("pad_token", "[PAD]"))
     enc = tok.encode_batch(list(texts))
     return {"input_ids": torch.tensor([e.ids for e in enc], dtype=torch.long).reshape(len(enc), max_length),
             "attention_mask": torch.tensor([e.attention_mask for e in enc], dtype=torch.long).reshape(len(enc), max_length),
@@ -145,3 +145,157 @@ def text_tensor_dataset(data: TextClassificationData, tokenizer: Tokenizer, max_
     if include_mask:
         return TensorDataset(enc["input_ids"], enc["attention_mask"], data.labels[:n])
     return TensorDataset(enc["input_ids"], data.labels[:n])
+
+
+# ------------------------------------------------------------------------------ bundles for training
+class TrimCollate:
+    """Stack ``(input_ids, label)`` rows and cut the batch after its longest row (dynamic padding):
+    the right-padded columns it drops are masked anyway, so outputs are unchanged and work shrinks."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, rows: Sequence[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+        ids, *rest = (torch.stack(parts) for parts in zip(*rows))
+        used = (ids != self.pad_id).any(0).nonzero()
+        n = int(used.max()) + 1 if len(used) else 1
+        return (ids[:, :n], *rest)
+
+
+class LengthGroupedBatchSampler(torch.utils.data.Sampler):
+    """Batches of rows of similar length (length bucketing), reshuffled every epoch.
+
+    Each epoch takes ``rows_per_epoch`` rows (default: all) of an endless stream of seeded permutations
+    of the rows, so consecutive short epochs walk through the data without repeating it; the rows are
+    cut into windows of ``window`` batches, sorted by length inside a window and batched, and the
+    batches are shuffled. Rank ``rank`` of ``world_size`` (DDP) gets every ``world_size``-th batch.
+    The batches depend only on (seed, epoch), so a resumed run sees the same ones."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 rows_per_epoch: int | None = None, window: int = 50) -> None:
+        self.lengths = torch.as_tensor(lengths, dtype=torch.long)
+        self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
+        self.rows = min(rows_per_epoch or len(self.lengths), len(self.lengths))
+        self.window, self.epoch = window, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.rows // self.batch_size) // self.world_size
+
+    def _rows(self) -> torch.Tensor:
+        n, start = len(self.lengths), self.epoch * self.rows
+        parts, pos = [], start
+        while pos < start + self.rows:
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + pos // n))
+            take = min(n - pos % n, start + self.rows - pos)
+            parts.append(perm[pos % n: pos % n + take])
+            pos += take
+        return torch.cat(parts)
+
+    def __iter__(self):
+        rows, bs = self._rows(), self.batch_size
+        batches = []
+        for w in range(0, len(rows), bs * self.window):
+            chunk = rows[w: w + bs * self.window]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            batches += [chunk[i: i + bs] for i in range(0, len(chunk) - bs + 1, bs)]
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 7919 * (self.epoch + 1))
+        order = torch.randperm(len(batches), generator=g).tolist()
+        mine = [batches[i] for i in order][self.rank::self.world_size][: len(self)]
+        return iter([b.tolist() for b in mine])
+
+
+@dataclass
+class TextBundle:
+    """Tokenised train / validation / test splits of a text classification task, used like an image
+    ``DataBundle`` (``supernas.train.train``, the evaluator, the pipeline). Rows are token ids padded to
+    ``max_length`` with ``pad_id``; ``collate_fn`` trims every batch to its longest row and
+    ``batch_sampler`` groups training rows of similar length. ``val`` is held out from the training
+    file (validation during training, accuracy during the search); ``test`` is the dev file (may be
+    empty), reported for the exported sub-networks only. val/test rows are sorted by length."""
+
+    name: str
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset
+    classes: list[str]
+    tokenizer: Tokenizer
+    max_length: int
+    pad_id: int
+    train_lengths: torch.Tensor
+    epoch_rows: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def collate_fn(self) -> TrimCollate:
+        return TrimCollate(self.pad_id)
+
+    def batch_sampler(self, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
+                      ) -> LengthGroupedBatchSampler:
+        return LengthGroupedBatchSampler(self.train_lengths, batch_size, seed, rank, world_size, self.epoch_rows)
+
+    def describe(self) -> str:
+        return (f"{self.name}: {len(self.train)}/{len(self.val)}/{len(self.test)} train/val/test texts, "
+                f"max {self.max_length} tokens, {self.num_classes} classes")
+
+
+def pad_id_of(tokenizer: Tokenizer) -> int:
+    """The tokenizer's padding id (its padding setting, else ``[PAD]``, else 0)."""
+    pad = tokenizer.padding or {}
+    return int(pad.get("pad_id", tokenizer.token_to_id(pad.get("pad_token", "[PAD]")) or 0))
+
+
+def _tensors(data: TextClassificationData, rows: Sequence[int], tokenizer: Tokenizer, max_length: int,
+             by_length: bool) -> tuple[TensorDataset, torch.Tensor]:
+    enc = tokenize_texts(tokenizer, [data.texts[i] for i in rows], max_length)
+    ids, lengths = enc["input_ids"], enc["attention_mask"].sum(1)
+    labels = data.labels[list(rows)] if len(rows) else torch.zeros(0, dtype=torch.long)
+    if by_length:
+        order = torch.argsort(lengths, stable=True)
+        ids, labels, lengths = ids[order], labels[order], lengths[order]
+    return TensorDataset(ids, labels), lengths
+
+
+def load_text_bundle(train_file: str | Path, dev_file: str | Path | None, tokenizer: Tokenizer, *,
+                     text_column: str | None = None, label_column: str = "label", delimiter: str | None = None,
+                     max_length: int = 128, val_rows: int = 1000, train_rows: int | None = None,
+                     epoch_rows: int | None = None, seed: int = 0) -> TextBundle:
+    """Read, split and tokenise a text classification task.
+
+    The training file's rows are shuffled (``seed``); the first ``val_rows`` become the validation split,
+    the next ``train_rows`` (default: all the rest) the training split. ``dev_file`` (optional) becomes
+    the test split; its labels must be among the training file's. ``epoch_rows`` makes an epoch that many
+    training rows (default: all of them; see :class:`LengthGroupedBatchSampler`)."""
+    train_data = read_text_classification(train_file, text_column, label_column, delimiter)
+    n_val = val_rows
+    if n_val < 1 or len(train_data) - n_val < 2:
+        raise DataError(f"{train_data.path} has {len(train_data)} rows: too few to hold out val_rows={val_rows} "
+                        f"and keep at least 2 for training")
+    perm = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(seed)).tolist()
+    val_idx = perm[:n_val]
+    train_idx = perm[n_val:] if train_rows is None else perm[n_val: n_val + train_rows]
+    if len(train_idx) < 2:
+        raise DataError(f"train_rows={train_rows} leaves fewer than 2 training rows")
+    if epoch_rows is not None and epoch_rows > len(train_idx):
+        raise DataError(f"epoch_rows={epoch_rows} is more than the {len(train_idx)} training rows")
+    train, lengths = _tensors(train_data, train_idx, tokenizer, max_length, by_length=False)
+    val, _ = _tensors(train_data, val_idx, tokenizer, max_length, by_length=True)
+    if dev_file is not None:
+        dev_data = read_text_classification(dev_file, text_column, label_column, delimiter,
+                                            label_names=train_data.label_names)
+        test, _ = _tensors(dev_data, range(len(dev_data)), tokenizer, max_length, by_length=True)
+    else:
+        test, _ = _tensors(train_data, [], tokenizer, max_length, by_length=False)
+    if train_data.num_classes < 2:
+        raise DataError(f"{train_data.path} has a single label ({train_data.label_names[0]!r}); need at least 2")
+    return TextBundle(Path(train_file).parent.name or str(train_file), train, val, test, train_data.label_names,
+                      tokenizer, max_length, pad_id_of(tokenizer), lengths, epoch_rows)

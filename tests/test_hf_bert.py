@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 import supernas as sn
 from supernas.supernets import load_hf_bert, load_hf_tokenizer
+from text_fixtures import random_hf_tensors as _random_hf_tensors, write_hf_folder as _write_folder
 
 TINY = {"model_type": "bert", "vocab_size": 50, "hidden_size": 24, "num_hidden_layers": 2, "num_attention_heads": 3,
         "intermediate_size": 40, "max_position_embeddings": 16, "type_vocab_size": 2, "hidden_act": "gelu",
@@ -42,34 +43,6 @@ def reference_bert(t: dict, cfg: dict, ids: torch.Tensor, mask: torch.Tensor, pr
     return x
 
 
-def _random_hf_tensors(cfg: dict, seed: int = 0, prefix: str = "") -> dict:
-    g = torch.Generator().manual_seed(seed)
-    h, inner = cfg["hidden_size"], cfg["intermediate_size"]
-    shapes = {"embeddings.word_embeddings.weight": (cfg["vocab_size"], h),
-              "embeddings.position_embeddings.weight": (cfg["max_position_embeddings"], h),
-              "embeddings.token_type_embeddings.weight": (cfg["type_vocab_size"], h),
-              "embeddings.LayerNorm.weight": (h,), "embeddings.LayerNorm.bias": (h,),
-              "pooler.dense.weight": (h, h), "pooler.dense.bias": (h,)}
-    for i in range(cfg["num_hidden_layers"]):
-        L = f"encoder.layer.{i}."
-        for n in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
-            shapes.update({L + n + ".weight": (h, h), L + n + ".bias": (h,)})
-        shapes.update({L + "intermediate.dense.weight": (inner, h), L + "intermediate.dense.bias": (inner,),
-                       L + "output.dense.weight": (h, inner), L + "output.dense.bias": (h,)})
-        for n in ("attention.output.LayerNorm", "output.LayerNorm"):
-            shapes.update({L + n + ".weight": (h,), L + n + ".bias": (h,)})
-    out = {prefix + k: 0.4 * torch.randn(s, generator=g) for k, s in shapes.items()}
-    out[prefix + "embeddings.position_ids"] = torch.arange(cfg["max_position_embeddings"])[None]
-    return out
-
-
-def _write_folder(path, cfg, tensors):
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(cfg))
-    save_file(tensors, str(path / "model.safetensors"))
-    return path
-
-
 def _ids(vocab: int, batch=3, seq=9, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1, vocab, (batch, seq), generator=g)
@@ -90,13 +63,27 @@ def test_synthetic_checkpoint_round_trip(tmp_path, prefix):
     with torch.no_grad():
         assert (net.encode(ids, mask) - ref).abs().max() <= 1e-4
         assert (sub.encode(ids, mask) - ref).abs().max() <= 1e-4
+        logits = net(ids, mask)
         net.reorder_channels()  # importance re-ordering keeps the converted model's function
-        assert (net.encode(ids, mask) - ref).abs().max() <= 1e-4
+        assert (net(ids, mask) - logits).abs().max() <= 1e-5
+        order = net.reorder_hidden()  # hidden states come out in the (new) importance order
+        assert (net.encode(ids, mask) - ref[..., _order_of(net, tensors, prefix)]).abs().max() <= 1e-4
+        assert torch.equal(order, torch.arange(24))  # already sorted
         pooled = torch.tanh(F.linear(ref[:, 0], tensors[prefix + "pooler.dense.weight"],
                                      tensors[prefix + "pooler.dense.bias"]))
         assert (net.extract(net.space.largest()).classifier is not None)
         net0 = load_hf_bert(tmp_path / "m", num_classes=0).eval()
         assert (net0(ids, mask) - pooled).abs().max() <= 1e-4
+
+
+def _order_of(net, tensors: dict, prefix: str = "") -> torch.Tensor:
+    """Where each of the re-ordered net's hidden dimensions came from in the original checkpoint (found by
+    matching the embedding LayerNorm's bias, which the re-ordering permutes like every hidden vector)."""
+    original = tensors[prefix + "embeddings.LayerNorm.bias"]
+    now = net.embeddings.norm.bias.detach()
+    order = torch.tensor([int((original - v).abs().argmin()) for v in now])
+    assert torch.equal(original[order], now) and len(set(order.tolist())) == len(order)
+    return order
 
 
 def test_loader_errors(tmp_path):
@@ -149,7 +136,7 @@ def test_minilm_largest_subnetwork_reproduces_the_original(minilm_dir):
         assert (net.encode(ids, mask) - ref).abs().max() <= 1e-4
         net.reorder_channels()
         hidden = net.extract(net.space.largest()).encode(ids, mask)
-    assert (hidden - ref).abs().max() <= 1e-4
+    assert (hidden - ref[..., _order_of(net, tensors)]).abs().max() <= 1e-4
     # the weights are the real sentence encoder: paraphrases are closer than unrelated sentences
     m = mask[..., None].float()
     emb = F.normalize((hidden * m).sum(1) / m.sum(1), dim=-1)

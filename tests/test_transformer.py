@@ -197,13 +197,35 @@ def test_reordering_keeps_the_function_and_sorts_importance(family, bert, vit):
         assert torch.all(imp[:-1] >= imp[1:])
         ffn_imp = layer.ffn.fc2.weight.abs().sum(0)
         assert torch.all(ffn_imp[:-1] >= ffn_imp[1:])
+    if family == "bert":  # hidden dimensions: by the summed |weight| of every layer norm
+        norms = [net.embeddings.norm] + [n for b in net.encoder.blocks for n in (b.attn_norm, b.ffn_norm)]
+        hidden_imp = sum(n.weight.detach().abs() for n in norms)
+        assert torch.all(hidden_imp[:-1] >= hidden_imp[1:])
+        assert not torch.equal(net.embeddings.word.weight, bert.embeddings.word.weight)
     # the re-ordering really moved weights (random weights are not already sorted)
     assert not torch.equal(net.encoder.blocks[0].ffn.fc1.weight,
                            (bert if family == "bert" else vit).encoder.blocks[0].ffn.fc1.weight)
 
 
+def test_mean_pooling_averages_the_real_tokens(bert):
+    net = copy.deepcopy(bert)
+    net.pooling = "mean"
+    ids, mask, types = _text_batch()
+    for cfg in (net.space.largest(), net.space.sample(seed=4)):
+        net.set_active(cfg)
+        sub = net.extract(cfg)
+        with torch.no_grad():
+            hidden = net.encode(ids, mask, types)
+            m = mask[..., None].float()
+            want = net.classifier(torch.tanh(net.pooler((hidden * m).sum(1) / m.sum(1))))
+            assert (net(ids, mask, types) - want).abs().max() <= 1e-5
+            assert (sub(ids, mask, types) - want).abs().max() <= 1e-5 and sub.pooling == "mean"
+    net.set_active(net.space.largest())
+
+
 @pytest.mark.parametrize("kw", [dict(hidden_size=30, num_attention_heads=4), dict(head_choices=(0, 2)),
-                                dict(layer_choices=(5,)), dict(seq_len=600), dict(hidden_act="swish")])
+                                dict(layer_choices=(5,)), dict(seq_len=600), dict(hidden_act="swish"),
+                                dict(pooling="max")])
 def test_bad_bert_arguments_are_config_errors(kw):
     args = {**SMALL_BERT, **kw}
     if "seq_len" in kw:

@@ -90,11 +90,13 @@ def make_bundle(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]],
 def loaders(bundle: DataBundle, batch_size: int = 64, seed: int = 0, eval_batch_size: int | None = None
             ) -> tuple[DataLoader, DataLoader, DataLoader]:
     """(train, val, test) loaders: train shuffled by a seeded generator and without a ragged last batch
-    (batch norm needs more than one sample), val/test in order."""
+    (batch norm needs more than one sample), val/test in order. A bundle with a ``collate_fn`` (text:
+    trims padding) gets it in all three."""
     if batch_size < 1:
         raise DataError(f"batch_size must be positive, got {batch_size}")
     g = torch.Generator().manual_seed(seed)
     eval_bs = eval_batch_size or max(batch_size, 256)
     drop = len(bundle.train) > batch_size
-    return (DataLoader(bundle.train, batch_size, shuffle=True, generator=g, drop_last=drop),
-            DataLoader(bundle.val, eval_bs), DataLoader(bundle.test, eval_bs))
+    collate = getattr(bundle, "collate_fn", None)
+    return (DataLoader(bundle.train, batch_size, shuffle=True, generator=g, drop_last=drop, collate_fn=collate),
+            DataLoader(bundle.val, eval_bs, collate_fn=collate), DataLoader(bundle.test, eval_bs, collate_fn=collate))

@@ -2,7 +2,7 @@
 from .base import Supernet, create_supernet, family_class, list_families, register_family, supernet_arch
 from . import mbv3, resnet  # noqa: F401  (registration)
 from . import bert, vit  # noqa: F401  (registration: transformer families)
-from .hf_bert import load_hf_bert, load_hf_tokenizer
+from .hf_bert import load_hf_bert, load_hf_tokenizer, resolve_pretrained
 
 __all__ = ["Supernet", "create_supernet", "family_class", "list_families", "load_hf_bert", "load_hf_tokenizer",
-           "register_family", "supernet_arch"]
+           "register_family", "resolve_pretrained", "supernet_arch"]

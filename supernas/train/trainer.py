@@ -125,9 +125,11 @@ def _progress(enabled: bool, total: int):
 
 def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
           checkpoint_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-          log_path: str | Path | None = None, **overrides: Any) -> TrainResult:
+          log_path: str | Path | None = None, teacher: torch.nn.Module | None = None, **overrides: Any) -> TrainResult:
     """Train ``net`` on ``data`` (a DataBundle or a (train, val) dataset pair); settings come from
     ``config`` and keyword overrides (see :class:`TrainConfig`). ``batch_size`` is per process.
+    ``data`` may bring its own ``collate_fn`` and ``batch_sampler(batch_size, seed=, rank=, world_size=)``.
+    With a (frozen) ``teacher`` model, the students distil from its predictions instead of the largest's.
 
     With ``checkpoint_dir`` an atomic checkpoint ``last.pt`` and ``metrics.jsonl`` are written after every
     epoch; ``resume=True`` continues from ``last.pt`` so the final weights are bit-identical to an
@@ -146,14 +148,24 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
     use_amp = cfg.amp and device.type == "cuda"
     torch.manual_seed(cfg.seed)
     net.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval()
     model = D.wrap(net, info, device)
-    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
-    bs = min(cfg.batch_size, len(sampler))
-    loader = DataLoader(train_ds, batch_size=bs, sampler=sampler, drop_last=len(sampler) > bs)
-    calib = DataLoader(train_ds, batch_size=bs)
-    val = DataLoader(val_ds, batch_size=256) if val_ds is not None and len(val_ds) else None
+    collate = getattr(data, "collate_fn", None)  # data-specific batching (text: dynamic padding, length buckets)
+    if hasattr(data, "batch_sampler"):
+        sampler = data.batch_sampler(cfg.batch_size, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
+        bs = min(cfg.batch_size, len(train_ds))
+        loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate)
+    else:
+        sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=True)
+        bs = min(cfg.batch_size, len(sampler))
+        loader = DataLoader(train_ds, batch_size=bs, sampler=sampler, drop_last=len(sampler) > bs, collate_fn=collate)
+    calib = DataLoader(train_ds, batch_size=bs, collate_fn=collate)
+    val = DataLoader(val_ds, batch_size=256, collate_fn=collate) if val_ds is not None and len(val_ds) else None
     steps = len(loader)
+    if steps == 0:
+        raise TrainingError(f"the training set has {len(train_ds)} examples: not one batch of {cfg.batch_size}")
     opt = make_optimizer(net, cfg)
     sched = make_scheduler(opt, cfg, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
@@ -195,7 +207,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
                 cfgs = step_configs(phase.space, cfg.rule, cfg.num_random, step_rng(cfg.seed, epoch, step),
                                     cfg.sampler)
                 opt.zero_grad(set_to_none=True)
-                losses = sandwich_step(net, model, cfgs, x, y, cfg, scaler, autocast, info)
+                losses = sandwich_step(net, model, cfgs, x, y, cfg, scaler, autocast, info, teacher)
                 if cfg.grad_clip:
                     scaler.unscale_(opt)
                     torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -230,11 +242,16 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
 
 
 def sandwich_step(net: Supernet, model: torch.nn.Module, cfgs: list, x: torch.Tensor, y: torch.Tensor,
-                  cfg: TrainConfig, scaler: torch.amp.GradScaler, autocast, info: D.DistInfo) -> list[float]:
+                  cfg: TrainConfig, scaler: torch.amp.GradScaler, autocast, info: D.DistInfo,
+                  teacher_model: torch.nn.Module | None = None) -> list[float]:
     """Forward/backward every sub-network of one step, gradients accumulated (the optimizer steps once,
     outside). The first config is the teacher: label-smoothed cross-entropy on the labels; the others
-    learn from its detached soft predictions when ``cfg.distill``. Returns the per-pass losses."""
+    learn from its detached soft predictions when ``cfg.distill`` (from ``teacher_model``'s when given).
+    Returns the per-pass losses."""
     teacher: torch.Tensor | None = None
+    if teacher_model is not None and cfg.distill:
+        with torch.no_grad(), autocast():
+            teacher = teacher_model(x).float()
     losses: list[float] = []
     for i, sub in enumerate(cfgs):
         net.set_active(sub)
@@ -257,7 +274,7 @@ def sandwich_step(net: Supernet, model: torch.nn.Module, cfgs: list, x: torch.Te
                                     f"({'teacher' if i == 0 else 'student'}); lower the learning rate — the last "
                                     f"good checkpoint is kept")
             scaler.scale(loss).backward()
-        if i == 0:
+        if i == 0 and teacher_model is None:
             teacher = out.detach()
         losses.append(float(value))
     return losses

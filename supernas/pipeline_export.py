@@ -1,0 +1,166 @@
+"""The last steps of a run: pick sub-networks from the search results, export them, write the report.
+
+Picks (``export.picks`` in the run file, ``supernas export --pick``): ``knee``, ``largest``, ``smallest``,
+``best-<objective>`` or a row id of front.csv, optionally restricted to evaluated sub-networks with
+``<objective> <= <value>`` (``<value>%``: percent of the largest sub-network's value), e.g.
+``best-accuracy if params <= 50%``. Every exported sub-network's ``.json`` records its pick, its
+objectives and its accuracy on the data's test split (text: the dev file), which the report lists.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from .config import RunConfig, parse_pick
+from .errors import ConfigError
+from .measure.objectives import direction
+from .pipeline import SEARCH_RUN, RunPaths, fmt_number, make_evaluator, trained_supernet
+from .space import Config
+from .supernets import Supernet
+
+
+def evaluations_frame(cfg: RunConfig, paths: RunPaths):
+    """One row per successfully evaluated config of the run's search (key, config, metric columns)."""
+    from .store import Store
+
+    if not paths.results.exists():
+        raise ConfigError(f"{paths.root} has no results yet; run `supernas search` first")
+    with Store(paths.results, readonly=True) as db:
+        df = db.dataframe(SEARCH_RUN)
+    if "status" in df.columns:
+        df = df[df["status"] == "ok"]
+    missing = [c for c in cfg.search.objectives if c not in df.columns]
+    if df.empty or missing:
+        raise ConfigError(f"{paths.root} holds no complete evaluations of {', '.join(cfg.search.objectives)}")
+    return df.dropna(subset=cfg.search.objectives).reset_index(drop=True)
+
+
+def pick_config(cfg: RunConfig, paths: RunPaths, pick: str, supernet: Callable[[], tuple[Supernet, Any]]
+                | None = None) -> tuple[str, Config]:
+    """A pick (see ``config.parse_pick``: ``knee``, ``largest``, ``best-<column>``, a row id of front.csv,
+    optionally ``if <column> <= <value>[%]``) -> (file stem, config). ``supernet()`` gives the trained
+    supernet and data when a pick needs them (default: loaded from the run's checkpoint)."""
+    from .report import front_table
+
+    p = parse_pick(pick)
+    supernet = supernet or (lambda: trained_supernet(cfg, paths))
+    if p.base in ("largest", "smallest"):
+        net = supernet()[0]
+        return p.name, net.space.largest() if p.base == "largest" else net.space.smallest()
+    cols = cfg.search.objectives
+    df = evaluations_frame(cfg, paths)
+    if p.column is not None:
+        limit = p.limit
+        if p.relative:  # percent of the largest sub-network's value, measured now
+            net, bundle = supernet()
+            limit = make_evaluator(cfg, net, bundle, [p.column])(net.space.largest())[p.column] * p.limit / 100
+        df = df[df[p.column] <= limit]
+        if df.empty:
+            raise ConfigError(f"pick {pick!r}: no evaluated sub-network has {p.column} <= {limit:.4g}")
+    front = front_table(df, cols).reset_index(drop=True)
+    if p.base == "knee":
+        row = front[front["knee"]].iloc[0]
+    elif p.base.startswith("best-"):
+        col = p.base[len("best-"):]
+        if col not in cols:
+            raise ConfigError(f"cannot pick {pick!r}: {col!r} is not an objective ({', '.join(cols)})")
+        row = front.sort_values(col, ascending=direction(col) == "min", kind="stable").iloc[0]
+    elif int(p.base) < len(front):
+        row = front.iloc[int(p.base)]
+    else:
+        raise ConfigError(f"unknown pick {pick!r}: the front has rows 0..{len(front) - 1}")
+    return p.name, json.loads(row["config"])
+
+
+def pick_metrics(cfg: RunConfig, paths: RunPaths, net: Supernet, bundle: Any, config: Config) -> dict[str, float]:
+    """The search objectives of ``config``: its row in the result store, else measured now."""
+    key = net.space.key(config)
+    df = evaluations_frame(cfg, paths) if paths.results.exists() else None
+    if df is not None and key in set(df["key"]):
+        row = df[df["key"] == key].iloc[0]
+        return {c: float(row[c]) for c in cfg.search.objectives}
+    return make_evaluator(cfg, net, bundle)(config)
+
+
+def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[str], net: Supernet | None = None,
+                bundle: Any = None):
+    """Export one picked sub-network (BN-recalibrated on training data) into the run directory; ``net``
+    and ``bundle`` default to the run's trained supernet and data. Its ``.json`` records the pick, its
+    objectives and, when the data has a test split, its test accuracy (text: the dev file's)."""
+    from .data import loaders
+    from .export import export
+    from .measure.accuracy import evaluate_accuracy
+    from .train import recalibrate_bn
+
+    loaded = [(net, bundle)] if net is not None and bundle is not None else []
+
+    def supernet() -> tuple[Supernet, Any]:
+        if not loaded:
+            loaded.append(trained_supernet(cfg, paths))
+        return loaded[0]
+
+    name, config = pick_config(cfg, paths, pick, supernet)
+    net, bundle = supernet()
+    sub = net.extract(config)
+    train_loader, _, test_loader = loaders(bundle, batch_size=cfg.train.batch_size, seed=cfg.seed)
+    recalibrate_bn(sub, train_loader, cfg.search.calib_batches)
+    meta: dict[str, Any] = {"pick": pick, "metrics": pick_metrics(cfg, paths, net, bundle, config)}
+    if len(bundle.test):
+        meta["test_accuracy"] = evaluate_accuracy(sub, test_loader)["accuracy"]
+    return export(sub, config, paths.root, formats=formats, name=name, input_shape=net.input_shape(config),
+                  make_input=net.random_input, dynamic=net.dynamic_axes(), meta=meta)
+
+
+def exported_picks(paths: RunPaths) -> list[dict[str, Any]]:
+    """The ``.json`` records of the sub-networks exported into the run directory (those with a pick)."""
+    out = []
+    for p in sorted(paths.root.glob("*.json")):
+        try:
+            info = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(info, dict) and "pick" in info:
+            out.append(info)
+    return out
+
+
+def print_picks(console: Console, cfg: RunConfig, picks: Sequence[dict[str, Any]]) -> None:
+    table = Table(title="exported sub-networks")
+    cols = cfg.search.objectives
+    for c in ["pick", *cols, "test accuracy"]:
+        table.add_column(c, justify="left" if c == "pick" else "right")
+    for info in picks:
+        test = info.get("test_accuracy")
+        table.add_row(info["pick"], *(fmt_number(info["metrics"].get(c, float("nan"))) for c in cols),
+                      "-" if test is None else f"{test:.4f}")
+    console.print(table)
+
+
+def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None = None) -> Path:
+    from .report import write_report
+
+    df = evaluations_frame(cfg, paths)
+    hv = []
+    if paths.search_json.exists():
+        try:
+            hv = list(enumerate(json.loads(paths.search_json.read_text()).get("hypervolume_history", []), 1))
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            raise ConfigError(f"{paths.search_json} is corrupt; run `supernas search` again to rewrite it "
+                              f"(its evaluations are kept in the store)") from None
+    if exports is None:
+        exports = sorted(p for p in paths.root.iterdir() if p.suffix in (".onnx", ".pt2"))
+    summary = {"run file": str(paths.config), "supernet": f"{cfg.supernet.family} {cfg.supernet.args}"
+               + (f" from {cfg.supernet.pretrained}" if cfg.supernet.pretrained else ""),
+               "data": cfg.data.dataset, "strategy": cfg.search.strategy,
+               "targets": ", ".join(f"{n} ({t.backend}, {t.threads} threads, batch {t.batch_size})"
+                                    for n, t in cfg.targets.items())}
+    for info in exported_picks(paths):
+        values = ", ".join(f"{c} {fmt_number(v)}" for c, v in info["metrics"].items())
+        test = f"; test accuracy {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
+        summary[f"export {info['name']}"] = f"{info['pick']}: {values}{test}"
+    return write_report(paths.root, df, cfg.search.objectives, hv_history=hv, exports=exports,
+                        title=f"supernas report: {cfg.name}", summary=summary)
