@@ -5,7 +5,7 @@ reported sub-network within 1.5 accuracy points).
 The validation split has 270 images (one image = 0.37 points) and one training run is one draw, so the
 comparison is repeated over seeds: seed s trains the supernet (initial weights, data order, sampled
 sub-networks) and, for every sub-network, a from-scratch copy (initial weights, data order) with the same
-recipe (optimizer, schedule, label smoothing, weight decay, batch size, epochs). Sub-networks: largest,
+recipe (initialisation, optimizer, schedule, label smoothing, weight decay, batch size, epochs). Sub-networks: largest,
 smallest and ``--random`` ones drawn uniformly over distinct sub-networks (what a search draws). A gap is
 scratch - supernet, averaged over seeds; the goal holds when every sub-network's mean gap is <= 1.5
 (the worst random one included).
@@ -30,7 +30,8 @@ from _results import write_section  # noqa: E402
 
 from supernas import count  # noqa: E402
 from supernas.data import loaders  # noqa: E402
-from supernas.train import TrainConfig, make_optimizer, make_scheduler, subnet_accuracy, top1  # noqa: E402
+from supernas.train import (TrainConfig, make_optimizer, make_scheduler, subnet_accuracy, top1,  # noqa: E402
+                            zero_init_residual)
 from supernas.train.recipes import build, recipe, train_recipe  # noqa: E402
 
 GOAL = 1.5
@@ -81,8 +82,11 @@ def scratch_job(name: str, seed: int, epochs: int, num_random: int) -> tuple[str
     net, data, settings = build(RECIPE, seed=seed)  # fresh weights from the seed, like the supernet's
     sub = sub_networks(net.space, num_random)[name]
     cfg = TrainConfig.make(settings, epochs=epochs, seed=seed)
+    model = net.extract(sub).train()
+    if cfg.zero_init_residual:  # the recipe's initialisation, as the supernet got it
+        zero_init_residual(model)
     torch.manual_seed(seed)
-    return name, seed, train_static(net.extract(sub).train(), data, cfg)
+    return name, seed, train_static(model, data, cfg)
 
 
 def main() -> None:

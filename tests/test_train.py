@@ -63,6 +63,9 @@ def test_progressive_phases_restrict_the_space():
     assert [(p.start_epoch, p.end_epoch) for p in phases] == [(0, 2), (2, 4), (4, 6), (6, 8)]
     sizes = [p.space.size() for p in phases]
     assert sizes[0] == 1 and sizes == sorted(sizes) and sizes[-1] == space.size()
+    # the first phase holds one sub-network: a sandwich step trains it once, not once per slot
+    assert step_configs(phases[0].space, "sandwich", 3, step_rng(0, 0, 0)) == [space.largest()]
+    assert len(step_configs(phases[1].space, "sandwich", 3, step_rng(0, 0, 0))) == 5
     kernel_phase = phases[1].space
     for _ in range(20):
         cfg = sample_by_choice(kernel_phase, random.Random(_))

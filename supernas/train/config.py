@@ -20,7 +20,7 @@ class TrainConfig(BaseModel):
     epochs: int = Field(10, ge=1)
     rule: Literal["sandwich", "largest", "random"] = "sandwich"
     num_random: int = Field(2, ge=0, description="random sub-networks per step besides largest and smallest")
-    sampler: Literal["choice", "uniform", "balanced"] = Field(
+    sampler: Literal["choice", "uniform"] = Field(
         "choice", description="'choice': every choice uniform on its own (OFA); 'uniform': uniform over "
                               "distinct sub-networks (favours the deepest ones)")
     distill: bool = True

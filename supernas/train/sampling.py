@@ -83,36 +83,15 @@ def sample_by_choice(space: SearchSpace, rng: random.Random) -> Config:
     return space.validate(cfg)
 
 
-def sample_balanced(space: SearchSpace, rng: random.Random, num_random: int) -> Config:
-    """Like :func:`sample_by_choice`, but a choice with three or more options draws its middle options
-    more often, so that together with the step's largest and smallest sub-networks (which always take the
-    extreme options) every option is trained about equally often."""
-    def draw(c: Choice) -> object:
-        k = len(c.options)
-        if k < 3:
-            return rng.choice(c.options)
-        target = (num_random + 2) / k
-        weights = [target] * k
-        weights[0] = weights[-1] = max(target - 1, 0.0)
-        return rng.choices(c.options, weights=weights)[0]
-
-    cfg: Config = {c.name: draw(c) for c in space.choices if c.active_if is None}
-    for c in space.choices:
-        if c.active_if is not None and space.is_active(c, cfg):
-            cfg[c.name] = draw(c)
-    return space.validate(cfg)
-
-
 def step_configs(space: SearchSpace, rule: str, num_random: int, rng: random.Random,
                  sampler: str = "choice") -> list[Config]:
     """The sub-networks one step trains, teacher first: ``sandwich`` = largest, smallest, ``num_random``
-    random; ``largest`` = largest only; ``random`` = largest + ``num_random`` random (no smallest)."""
+    random; ``largest`` = largest only; ``random`` = largest + ``num_random`` random (no smallest). A space
+    holding one sub-network (progressive shrinking's first phase) trains it once, not once per slot."""
     def draw() -> Config:
-        if sampler == "balanced":
-            return sample_balanced(space, rng, num_random)
         return sample_by_choice(space, rng) if sampler == "choice" else space.sample(rng=rng)
 
-    if rule == "largest":
+    if rule == "largest" or space.size() == 1:
         return [space.largest()]
     head = [space.largest(), space.smallest()] if rule == "sandwich" else [space.largest()]
     return head + [draw() for _ in range(num_random)]
