@@ -12,7 +12,8 @@ from torch.utils.data import Dataset, TensorDataset
 import supernas as sn
 from supernas.errors import CheckpointError, ConfigError
 from supernas.train import (TrainConfig, TrainingError, distillation_loss, load_checkpoint, load_supernet,
-                            progressive_phases, sample_by_choice, sandwich_step, step_configs, train)
+                            progressive_phases, sample_by_choice, sandwich_step, step_configs, student_loss, train,
+                            zero_init_residual)
 from supernas.train.sampling import step_rng
 
 TINY = dict(num_classes=10, image_size=8, in_channels=1, width_mult=0.25, stem_stride=1, dropout=0.0,
@@ -62,6 +63,9 @@ def test_progressive_phases_restrict_the_space():
     assert [(p.start_epoch, p.end_epoch) for p in phases] == [(0, 2), (2, 4), (4, 6), (6, 8)]
     sizes = [p.space.size() for p in phases]
     assert sizes[0] == 1 and sizes == sorted(sizes) and sizes[-1] == space.size()
+    # the first phase holds one sub-network: a sandwich step trains it once, not once per slot
+    assert step_configs(phases[0].space, "sandwich", 3, step_rng(0, 0, 0)) == [space.largest()]
+    assert len(step_configs(phases[1].space, "sandwich", 3, step_rng(0, 0, 0))) == 5
     kernel_phase = phases[1].space
     for _ in range(20):
         cfg = sample_by_choice(kernel_phase, random.Random(_))
@@ -88,9 +92,53 @@ def test_distillation_loss_is_kl_and_does_not_touch_teacher():
     assert float(distillation_loss(t.detach(), t.detach())) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_student_loss_mixes_distillation_and_labels():
+    g = torch.Generator().manual_seed(4)
+    s, t, y = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g), torch.randint(0, 10, (6,), generator=g)
+    kd, ce = distillation_loss(s, t, 2.0), F.cross_entropy(s, y, label_smoothing=0.1)
+    assert torch.allclose(student_loss(s, t, y, 2.0), kd)  # KD only by default (BigNAS)
+    assert torch.allclose(student_loss(s, t, y, 2.0, 1.0, 0.1), ce)
+    assert torch.allclose(student_loss(s, t, y, 2.0, 0.25, 0.1), 0.75 * kd + 0.25 * ce)
+    assert not torch.allclose(kd, ce)  # the three cases are distinguishable
+
+
+def test_zero_init_residual_makes_deeper_sub_networks_start_like_shallower_ones():
+    net = tiny_net().train()
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(5))
+    deep = dict(net.space.largest())
+    shallow = net.space.validate({**{k: v for k, v in deep.items() if ".block2." not in k},
+                                  **{k: 1 for k in deep if k.endswith(".depth")}})
+    outs = []
+    for cfg in (deep, shallow):
+        net.set_active(cfg)
+        outs.append(net(x))
+    assert not torch.allclose(outs[0], outs[1], atol=1e-4)  # default init: depth changes the function
+    assert zero_init_residual(net) == 6  # first block + the second block of each of the 5 stages
+    outs = []
+    for cfg in (deep, shallow):
+        net.set_active(cfg)
+        outs.append(net(x))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    static = tiny_net().extract(deep)
+    assert zero_init_residual(static) == 6  # extracted static networks have the same blocks
+
+
+def test_training_applies_zero_init_residual_only_when_asked(tiny_data):
+    def residual_scales(net):
+        return [float(m.project_bn.weight.detach().abs().max()) for m in net.modules()
+                if getattr(m, "residual", False) is True and hasattr(m, "project_bn")]
+
+    kw = dict(FAST, epochs=1, lr=1e-9, num_random=0)  # the weights barely move
+    on, off = tiny_net(), tiny_net()
+    train(on, tiny_data, zero_init_residual=True, **kw)
+    train(off, tiny_data, **kw)
+    assert residual_scales(on) and max(residual_scales(on)) < 1e-6
+    assert min(residual_scales(off)) > 0.5
+
+
 def test_sandwich_step_accumulates_every_pass():
     net = tiny_net().train()
-    cfg = TrainConfig(distill=True, label_smoothing=0.1)
+    cfg = TrainConfig(distill=True, label_smoothing=0.1, distill_label_weight=0.3)
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
     cfgs = step_configs(net.space, "sandwich", 2, step_rng(0, 0, 0))
@@ -107,7 +155,8 @@ def test_sandwich_step_accumulates_every_pass():
         net.zero_grad(set_to_none=True)
         net.set_active(c)
         out = net(x)
-        loss = F.cross_entropy(out, y, label_smoothing=0.1) if i == 0 else distillation_loss(out, teacher)
+        loss = (F.cross_entropy(out, y, label_smoothing=0.1) if i == 0 else
+                0.7 * distillation_loss(out, teacher) + 0.3 * F.cross_entropy(out, y, label_smoothing=0.1))
         assert float(loss.detach()) == pytest.approx(losses[i], rel=1e-5)
         loss.backward()
         for n, p in net.named_parameters():
@@ -229,3 +278,19 @@ def test_progressive_training_walks_the_phases(tiny_data):
     assert [h["phase"] for h in r.history] == ["full", "kernel", "depth", "expand"]
     assert "val_acc_smallest" in r.history[1] and "val_acc_smallest" not in r.history[0]
     assert all(h["loss_largest"] > 0 for h in r.history)
+
+
+def test_recipe_build_seeds_the_initial_weights_and_leaves_the_global_rng_alone():
+    from supernas.train.recipes import build
+
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a, _, settings = build(seed=5)
+    after = torch.rand(1)
+    assert torch.equal(before, after) and settings["seed"] == 5
+    b, c = build(seed=5)[0], build(seed=6)[0]
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same initial supernet
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+    assert build()[2]["seed"] == 0  # default: the recipe's own training seed

@@ -1,13 +1,14 @@
 """Supernet training: sandwich rule, in-place distillation, progressive shrinking, BN recalibration,
 atomic checkpoints with exact resume, torchrun/DDP."""
-from .bn import recalibrate_bn
+from .bn import recalibrate_bn, zero_init_residual
 from .checkpoint import load_checkpoint, load_supernet, save_checkpoint
 from .config import TrainConfig, TrainingError
 from .evaluate import subnet_accuracy, top1
-from .losses import distillation_loss
+from .losses import distillation_loss, student_loss
 from .sampling import progressive_phases, restrict, sample_by_choice, step_configs
 from .trainer import TrainResult, make_optimizer, make_scheduler, sandwich_step, train
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingError", "distillation_loss", "load_checkpoint", "load_supernet",
-           "progressive_phases", "recalibrate_bn", "restrict", "sample_by_choice", "sandwich_step",
-           "save_checkpoint", "step_configs", "subnet_accuracy", "top1", "train", "make_optimizer", "make_scheduler"]
+           "make_optimizer", "make_scheduler", "progressive_phases", "recalibrate_bn", "restrict", "sample_by_choice",
+           "sandwich_step", "save_checkpoint", "step_configs", "student_loss", "subnet_accuracy", "top1", "train",
+           "zero_init_residual"]

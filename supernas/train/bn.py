@@ -30,3 +30,18 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int = 20) -
         for m, mom in zip(bns, saved):
             m.momentum = mom
     return model.eval()
+
+
+@torch.no_grad()
+def zero_init_residual(model: nn.Module) -> int:
+    """Zero the scale of the last BatchNorm of every residual block (a module whose ``residual`` attribute
+    is true, as mbv3's blocks have), so each block starts as the identity: a deeper sub-network then
+    starts out computing what the shallower one does (BigNAS). Returns the number of blocks changed."""
+    changed = 0
+    for m in model.modules():
+        if getattr(m, "residual", False) is True:
+            bns = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm) and b.affine]
+            if bns:
+                bns[-1].weight.zero_()
+                changed += 1
+    return changed

@@ -25,6 +25,8 @@ class TrainConfig(BaseModel):
                               "distinct sub-networks (favours the deepest ones)")
     distill: bool = True
     distill_temperature: float = Field(1.0, gt=0)
+    distill_label_weight: float = Field(
+        0.0, ge=0, le=1, description="students learn (1 - w) * KD + w * label-smoothed cross-entropy")
     progressive: bool = False
     phase_epochs: list[int] | None = Field(
         None, description="epochs per progressive phase (full, kernel, depth, expand); default: equal parts")
@@ -34,6 +36,9 @@ class TrainConfig(BaseModel):
     nesterov: bool = True
     weight_decay: float = Field(4e-5, ge=0)
     no_decay_bn_bias: bool = True
+    zero_init_residual: bool = Field(
+        False, description="start every residual block as the identity (last batch-norm scale 0; BigNAS); "
+                           "for training from scratch, not for pretrained weights")
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     warmup_epochs: float = Field(0.0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0, le=1)

@@ -13,6 +13,8 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data import DataBundle, load_dataset
 from ..supernets import Supernet, create_supernet
 from .trainer import TrainResult, train
@@ -38,17 +40,24 @@ def recipe(name: str = "embedded-default") -> dict[str, Any]:
     return copy.deepcopy(RECIPES[name])
 
 
-def build(name: str = "embedded-default") -> tuple[Supernet, DataBundle, dict[str, Any]]:
-    """The supernet and dataset of a recipe, plus its training settings."""
+def build(name: str = "embedded-default", seed: int | None = None
+          ) -> tuple[Supernet, DataBundle, dict[str, Any]]:
+    """The supernet and dataset of a recipe, plus its training settings. The supernet's initial weights
+    come from ``seed`` (default: the recipe's training seed), so the same seed gives the same run; the
+    global RNG is left as it was."""
     r = recipe(name)
-    return create_supernet(**r["supernet"]), load_dataset(**r["data"]), r["train"]
+    seed = r["train"].get("seed", 0) if seed is None else seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = create_supernet(**r["supernet"])
+    return net, load_dataset(**r["data"]), {**r["train"], "seed": seed}
 
 
 def train_recipe(name: str = "embedded-default", *, checkpoint_dir: str | Path | None = None,
                  resume: bool = False, progress: bool = True, **overrides: Any
                  ) -> tuple[Supernet, DataBundle, TrainResult]:
     """Build and train a recipe end to end; keyword overrides change its training settings."""
-    net, data, settings = build(name)
+    net, data, settings = build(name, overrides.get("seed"))
     result = train(net, data, config={**settings, **overrides}, checkpoint_dir=checkpoint_dir, resume=resume,
                    progress=progress)
     return net, data, result

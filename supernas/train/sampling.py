@@ -86,11 +86,12 @@ def sample_by_choice(space: SearchSpace, rng: random.Random) -> Config:
 def step_configs(space: SearchSpace, rule: str, num_random: int, rng: random.Random,
                  sampler: str = "choice") -> list[Config]:
     """The sub-networks one step trains, teacher first: ``sandwich`` = largest, smallest, ``num_random``
-    random; ``largest`` = largest only; ``random`` = largest + ``num_random`` random (no smallest)."""
+    random; ``largest`` = largest only; ``random`` = largest + ``num_random`` random (no smallest). A space
+    holding one sub-network (progressive shrinking's first phase) trains it once, not once per slot."""
     def draw() -> Config:
         return sample_by_choice(space, rng) if sampler == "choice" else space.sample(rng=rng)
 
-    if rule == "largest":
+    if rule == "largest" or space.size() == 1:
         return [space.largest()]
     head = [space.largest(), space.smallest()] if rule == "sandwich" else [space.largest()]
     return head + [draw() for _ in range(num_random)]

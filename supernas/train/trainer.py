@@ -17,10 +17,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from ..errors import CheckpointError
 from ..supernets import Supernet
 from . import distributed as D
+from .bn import zero_init_residual
 from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state, plain
 from .config import TrainConfig, TrainingError
 from .evaluate import subnet_accuracy
-from .losses import distillation_loss
+from .losses import student_loss
 from .sampling import Phase, phase_at, progressive_phases, step_configs, step_rng
 
 
@@ -147,6 +148,8 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
         raise TrainingError(f"the training set has {len(train_ds)} examples; need at least 2")
     use_amp = cfg.amp and device.type == "cuda"
     torch.manual_seed(cfg.seed)
+    if cfg.zero_init_residual:  # on resume the checkpoint's weights replace these
+        zero_init_residual(net)
     net.to(device).train()
     if teacher is not None:
         teacher.to(device).eval()
@@ -262,7 +265,8 @@ def sandwich_step(net: Supernet, model: torch.nn.Module, cfgs: list, x: torch.Te
                 if i == 0 or not cfg.distill or teacher is None:
                     loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
                 else:
-                    loss = distillation_loss(out.float(), teacher, cfg.distill_temperature)
+                    loss = student_loss(out.float(), teacher, y, cfg.distill_temperature, cfg.distill_label_weight,
+                                        cfg.label_smoothing)
             value = loss.detach().float()
             finite = torch.isfinite(value)
             if info.enabled:
