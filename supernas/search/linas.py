@@ -1,14 +1,21 @@
-"""LINAS (predictor-guided evolutionary search) and its constrained single-objective variant.
+"""LINAS (predictor-guided search) and its constrained single-objective variant.
 
-Outer loop: measure a population for real. Inner loop: fit one predictor per column on everything
-measured so far (``supernas.predict``, model chosen by CV), run a pymoo MOEA on the predicted objectives
-(warm-started from the measured Pareto front), and propose the next population from every config the inner
-run visited that was never measured, chosen by pymoo's rank-and-crowding survival (good and diverse).
+Outer loop: measure a small batch (``population``) for real. Inner loop, once per batch: fit one predictor
+per column on everything measured so far (``supernas.predict``, model chosen by CV) and propose the next batch,
+never a config already measured or asked. Two acquisitions:
+
+* ``ehvi`` (default): bootstrap ensembles of each column's chosen model give scenarios of what measuring a
+  candidate could yield (:mod:`supernas.search.acquisition`); the batch maximises Monte-Carlo expected
+  hypervolume improvement over the measured front. Candidates are every config one choice away from the
+  measured non-dominated set (local search around the front) plus the final population of a pymoo MOEA run on
+  the ensembles' mean predictions (far-away configs the model believes in).
+* ``moea`` (the original LINAS): the MOEA, warm-started from the measured front, runs on the predicted
+  objectives and the batch is chosen among every unmeasured config it visited by pymoo's rank-and-crowding.
 """
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from pymoo.core.population import Population
@@ -21,9 +28,12 @@ from pymoo.problems.static import StaticProblem
 from ..errors import ConfigError
 from ..predict import DEFAULT_MODELS, Predictor, fit_predictor
 from ..space import Config, SearchSpace
+from .acquisition import BootstrapEnsemble, greedy_ehvi
 from .base import Strategy, register_strategy
 from .evolution import make_algorithm
 from .pareto import pareto_indices
+
+ACQUISITIONS = ("ehvi", "moea")
 
 
 def canonical_vectors(space: SearchSpace, X: np.ndarray) -> np.ndarray:
@@ -53,54 +63,103 @@ def vector_features(space: SearchSpace, Xc: np.ndarray) -> np.ndarray:
     return np.hstack(blocks)
 
 
-class _PredictedProblem(Problem):
-    """Objectives and constraints predicted for encoded configs; remembers every config it saw."""
+def neighbours(space: SearchSpace, X: np.ndarray) -> np.ndarray:
+    """Canonical vectors of every config one choice away from a row of ``X`` (the rows themselves and
+    duplicates removed); changing a depth also activates or drops the choices it governs."""
+    X = canonical_vectors(space, X)
+    xl, xu = space.bounds()
+    moved = []
+    for j in range(X.shape[1]):
+        for v in range(int(xl[j]), int(xu[j]) + 1):
+            Y = X[X[:, j] != v].copy()
+            Y[:, j] = v
+            moved.append(Y)
+    if not moved:
+        return np.zeros((0, X.shape[1]), dtype=int)
+    N = np.unique(canonical_vectors(space, np.vstack(moved)), axis=0)
+    own = {x.tobytes() for x in X}
+    return N[[x.tobytes() not in own for x in N]]
 
-    def __init__(self, strategy: "LINAS", predictors: dict[str, Predictor]) -> None:
+
+class _PredictedProblem(Problem):
+    """Objectives and constraints predicted for encoded configs; remembers every config it saw.
+    ``models`` maps each predicted column to anything with ``predict(features)``."""
+
+    def __init__(self, strategy: "LINAS", models: Mapping[str, Any]) -> None:
         xl, xu = strategy.space.bounds()
         super().__init__(n_var=len(strategy.space), n_obj=len(strategy.search_columns),
                          n_ieq_constr=len(strategy.constraints), xl=xl.astype(float), xu=xu.astype(float))
-        self.strategy, self.predictors = strategy, predictors
+        self.strategy, self.models = strategy, models
         self.visited: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def _evaluate(self, X: np.ndarray, out: dict, *args: Any, **kwargs: Any) -> None:
+    def predict(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(F, G) of canonical vectors: minimised search columns, constraint violations."""
         s = self.strategy
-        Xc = canonical_vectors(s.space, X)
         feats = vector_features(s.space, Xc)
-        pred = {c: self.predictors[c].predict(feats) for c in s.predicted_columns}
+        pred = {c: self.models[c].predict(feats) for c in s.predicted_columns}
         F = np.column_stack([pred[c] * s.sign_of[c] for c in s.search_columns])
-        out["F"] = F
         G = np.column_stack([c.violation(pred[c.column]) for c in s.constraints]) if s.constraints \
-            else np.zeros((len(X), 0))
-        if s.constraints:
+            else np.zeros((len(Xc), 0))
+        return F, G
+
+    def _evaluate(self, X: np.ndarray, out: dict, *args: Any, **kwargs: Any) -> None:
+        Xc = canonical_vectors(self.strategy.space, X)
+        F, G = self.predict(Xc)
+        out["F"] = F
+        if self.strategy.constraints:
             out["G"] = G
         for x, f, g in zip(Xc, F, G):
             self.visited.setdefault(x.tobytes(), (x, f, g))
 
 
+class _EnsembleMean:
+    def __init__(self, ensemble: BootstrapEnsemble) -> None:
+        self.ensemble = ensemble
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.ensemble.predict_members(X).mean(axis=0)
+
+
 @register_strategy("linas")
 class LINAS(Strategy):
-    """Predictor-guided search: ``initial`` uniform samples, then rounds of ``population`` proposals from an
-    inner pymoo run (``inner`` = ``nsga2``/``agemoea``, ``inner_pop`` x ``inner_generations``) on predictors
-    cross-validated over ``models`` with ``folds`` folds. Never proposes a measured config."""
+    """Predictor-guided search: ``initial`` uniform samples, then rounds of ``population`` proposals (one
+    round per ``ask``, so every batch is chosen with every result told so far) on predictors cross-validated
+    over ``models`` with ``folds`` folds. ``acquisition`` ``ehvi`` (default; ``ensemble`` bootstrap members per
+    column, ``scenarios`` Monte-Carlo scenarios) or ``moea``; the inner pymoo run is ``inner`` =
+    ``nsga2``/``agemoea``, ``inner_pop`` x ``inner_generations`` (default 20 for ``moea``; 0 = no inner run,
+    the default for ``ehvi``, whose candidates are then the front's one-choice neighbours).
+    Never proposes a measured config."""
 
     inner_default = "nsga2"
+    acquisition_default = "ehvi"
 
     def __init__(self, space: SearchSpace, columns: Sequence[str], *, seed: int = 0, constraints: Any = None,
-                 population: int = 10, initial: int = 20, inner: str | None = None, inner_pop: int = 50,
-                 inner_generations: int = 20, models: Sequence[str] = DEFAULT_MODELS, folds: int = 3) -> None:
+                 population: int = 5, initial: int = 20, inner: str | None = None, inner_pop: int = 50,
+                 inner_generations: int | None = None, models: Sequence[str] = DEFAULT_MODELS, folds: int = 3,
+                 acquisition: str | None = None, ensemble: int = 8, scenarios: int = 32,
+                 log_columns: bool = True) -> None:
         super().__init__(space, columns, seed=seed, constraints=constraints)
         if population < 1 or initial < 2:
             raise ConfigError(f"linas needs population >= 1 and initial >= 2, got {population} and {initial}")
+        self.acquisition = acquisition or self.acquisition_default
+        if self.acquisition not in ACQUISITIONS:
+            raise ConfigError(f"unknown linas acquisition {self.acquisition!r}; known: {', '.join(ACQUISITIONS)}")
+        if ensemble < 2 or scenarios < 1:
+            raise ConfigError(f"linas needs ensemble >= 2 and scenarios >= 1, got {ensemble} and {scenarios}")
         self.population, self.initial = int(population), int(initial)
         self.inner = inner or self.inner_default
+        if inner_generations is None:  # ehvi: local candidates only (measured best on the mbv3 table)
+            inner_generations = 0 if self.acquisition == "ehvi" else 20
         self.inner_pop, self.inner_generations = int(inner_pop), int(inner_generations)
         self.models, self.folds = tuple(models), int(folds)
+        self.ensemble, self.scenarios = int(ensemble), int(scenarios)
+        self.log_columns = bool(log_columns)
         self.search_columns: list[str] = list(self.columns)
         self.sign_of = dict(zip(self.columns, self.signs))
         self.round = 0
         self._queue: list[Config] = []
         self.predictors: dict[str, Predictor] = {}
+        self.ensembles: dict[str, BootstrapEnsemble] = {}
 
     @property
     def predicted_columns(self) -> list[str]:
@@ -108,24 +167,15 @@ class LINAS(Strategy):
         return cols + [c.column for c in self.constraints if c.column not in cols]
 
     def _propose(self, n: int) -> list[Config]:
-        out: list[Config] = []
-        rounds = 0
-        while len(out) < n:
-            self._queue = [c for c in self._queue if not self.seen(self.space.key(c))]
-            if not self._queue:
-                n_known = len(self.results) + sum(k not in self.results for k in self.asked) + len(out)
-                if n_known < self.initial:
-                    self._queue = self.random_unseen(self.initial - n_known, exclude=out)
-                elif rounds < 2:
-                    rounds += 1
-                    self._queue = [c for c in self._predictor_round() if c not in out]
-                if not self._queue:
-                    break
-            take, self._queue = self._queue[: n - len(out)], self._queue[n - len(out):]
-            out += take
-        if len(out) < n:
-            out += self.random_unseen(n - len(out), exclude=out)
-        return out
+        self._queue = [c for c in self._queue if not self.seen(self.space.key(c))]
+        if not self._queue:
+            n_known = len(self.results) + sum(k not in self.results for k in self.asked)
+            if n_known < self.initial or len(self.measured()[0]) < 2:
+                self._queue = self.random_unseen(max(self.initial - n_known, 1))
+            else:
+                self._queue = self._predictor_round()
+        out, self._queue = self._queue[:n], self._queue[n:]
+        return out or self.random_unseen(n)  # nothing new predicted: the space is nearly exhausted
 
     def fit(self) -> dict[str, Predictor]:
         """Fit one predictor per needed column on every successful measurement (seeded per round)."""
@@ -139,29 +189,84 @@ class LINAS(Strategy):
         """``inner_pop``, smaller for tiny spaces where pymoo cannot find that many distinct offspring."""
         return int(min(self.inner_pop, max(8, self.space.size() // 8)))
 
-    def _warm_start(self, rng_seed: int) -> np.ndarray:
+    def _measured_front(self, feasible_only: bool = False) -> tuple[list[Config], np.ndarray]:
+        """Measured configs and their minimised search-column values, non-dominated ones first."""
         cfgs, results = self.measured()
-        F = np.array([self.minimised(r)[[self.columns.index(c) for c in self.search_columns]] for r in results])
+        if feasible_only:
+            keep = [i for i, r in enumerate(results) if all(c.ok(r) for c in self.constraints)]
+            cfgs, results = [cfgs[i] for i in keep], [results[i] for i in keep]
+        idx = [self.columns.index(c) for c in self.search_columns]
+        F = np.array([self.minimised(r)[idx] for r in results]).reshape(len(results), len(idx))
         order = pareto_indices(F) if len(self.search_columns) > 1 else list(np.argsort(F[:, 0], kind="stable"))
-        size = self._inner_pop()
-        seeds = [cfgs[i] for i in order][: size // 2]
-        fill = [self.space.sample(rng=random.Random(rng_seed + i)) for i in range(size - len(seeds))]
+        return [cfgs[i] for i in order], F[order]
+
+    def _warm_start(self, rng_seed: int) -> np.ndarray:
+        seeds = self._measured_front()[0][: self._inner_pop() // 2]
+        fill = [self.space.sample(rng=random.Random(rng_seed + i)) for i in range(self._inner_pop() - len(seeds))]
         return np.array([self.space.encode(c) for c in seeds + fill], dtype=float)
+
+    def _run_inner(self, problem: _PredictedProblem) -> Any:
+        round_seed = self.seed * 7919 + self.round
+        algorithm = make_algorithm(self.inner, self._inner_pop(), self._warm_start(round_seed), round_seed)
+        return minimize(problem, algorithm, ("n_gen", self.inner_generations), seed=round_seed, verbose=False)
+
+    def _seen_vectors(self) -> set[bytes]:
+        """Canonical vectors of every config told or asked."""
+        enc = np.array([self.space.encode(c) for c in self.configs.values()]).reshape(len(self.configs), -1)
+        return {x.tobytes() for x in canonical_vectors(self.space, enc)}
 
     def _predictor_round(self) -> list[Config]:
         self.round += 1
-        predictors = self.fit()
-        problem = _PredictedProblem(self, predictors)
-        round_seed = self.seed * 7919 + self.round
-        algorithm = make_algorithm(self.inner, self._inner_pop(), self._warm_start(round_seed), round_seed)
-        minimize(problem, algorithm, ("n_gen", self.inner_generations), seed=round_seed, verbose=False)
-        seen = {self.space.encode(cfg).tobytes() for cfg in self.configs.values()}
+        return self._ehvi_round() if self.acquisition == "ehvi" else self._moea_round()
+
+    def _moea_round(self) -> list[Config]:
+        problem = _PredictedProblem(self, self.fit())
+        self._run_inner(problem)
+        seen = self._seen_vectors()
         fresh = [v for b, v in problem.visited.items() if b not in seen]
         if not fresh:
             return []
         X = np.array([v[0] for v in fresh])
         chosen = self._select(X, np.array([v[1] for v in fresh]), np.array([v[2] for v in fresh]), problem)
         return [self.space.decode(X[i]) for i in chosen]
+
+    def _ehvi_round(self) -> list[Config]:
+        predictors = self.fit()
+        cfgs, results = self.measured()
+        X = self.space.features_many(cfgs)
+        self.ensembles = {}
+        for j, c in enumerate(self.predicted_columns):
+            y = np.array([r[c] for r in results])
+            log = self.log_columns and c.startswith("latency") and bool(np.all(y > 0))
+            self.ensembles[c] = BootstrapEnsemble(predictors[c].model, self.ensemble, log=log,
+                                                  seed=self.seed * 7919 + self.round * 31 + j).fit(X, y)
+        problem = _PredictedProblem(self, {c: _EnsembleMean(e) for c, e in self.ensembles.items()})
+        front_cfgs, front = self._measured_front(feasible_only=True)
+        pool = [neighbours(self.space, np.array([self.space.encode(c) for c in front_cfgs or cfgs]))]
+        if self.inner_generations > 0:
+            pool.append(canonical_vectors(self.space, self._run_inner(problem).pop.get("X")))
+        seen = self._seen_vectors()
+        cand = np.unique(np.vstack(pool), axis=0)
+        cand = cand[[x.tobytes() not in seen for x in cand]]
+        if len(cand) == 0:
+            return []
+        rng = np.random.default_rng([self.seed, self.round])
+        feats = vector_features(self.space, cand)
+        scen = {c: e.scenarios(feats, self.scenarios, rng) for c, e in self.ensembles.items()}
+        # normalise like the hypervolume: minimisation, the range of everything measured -> [0, 1]
+        idx = [self.columns.index(c) for c in self.search_columns]
+        all_F = np.array([self.minimised(r)[idx] for r in results])
+        lo, hi = all_F.min(axis=0), all_F.max(axis=0)
+        width = np.where(hi > lo, hi - lo, 1.0)
+        S = np.stack([scen[c] * self.sign_of[c] for c in self.search_columns], axis=2)
+        ok = np.all([c.violation(scen[c.column]) <= 0 for c in self.constraints], axis=0) if self.constraints else None
+        picks = greedy_ehvi((front - lo) / width, (S - lo) / width, self.population, rng, feasible=ok)
+        if len(picks) < self.population:  # nothing more to gain in any scenario: best predicted by rank and crowding
+            rest = np.array([i for i in range(len(cand)) if i not in set(picks)], dtype=int)
+            if len(rest):
+                F, G = problem.predict(cand[rest])
+                picks += [int(rest[i]) for i in self._select(cand[rest], F, G, problem)][: self.population - len(picks)]
+        return [self.space.decode(cand[i]) for i in picks]
 
     def _select(self, X: np.ndarray, F: np.ndarray, G: np.ndarray, problem: Problem) -> list[int]:
         """Indices of ``population`` candidates by pymoo rank-and-crowding on predicted objectives
@@ -182,6 +287,7 @@ class ConstrainedSearch(LINAS):
     predicted-feasible, predicted-best unmeasured configs."""
 
     inner_default = "ga"
+    acquisition_default = "moea"
 
     def __init__(self, space: SearchSpace, columns: Sequence[str], *, seed: int = 0, constraints: Any = None,
                  objective: str | None = None, **kw: Any) -> None:
