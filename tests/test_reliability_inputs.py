@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
+from cli_helpers import assert_one_line, cli
 import supernas as sn
-from supernas.cli import main
 from supernas.config import parse_config
 from supernas.pipeline import open_run
 from supernas.train.checkpoint import plain, save_checkpoint
@@ -41,25 +41,6 @@ def tiny_mbv3() -> sn.Supernet:
 
 def write_checkpoint(net: sn.Supernet, path: Path) -> None:
     save_checkpoint(path, {"arch": plain(net.arch), "model": net.state_dict(), "epoch": 0})
-
-
-def cli(argv, capsys) -> tuple[int, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err and "internal error" not in out.err, out.err
-    return code, out.err
-
-
-def assert_one_line(code: int, err: str, *needles: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1, (code, err)
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
 
 
 @pytest.fixture

@@ -162,11 +162,16 @@ def test_create_supernet_errors():
         net.set_active({**net.space.largest(), "stage1.block1.kernel": 9})
 
 
-def test_weight_cache_follows_weight_changes(small_mbv3):
-    net = copy.deepcopy(small_mbv3)
-    cfg = net.space.sample(seed=5)
+def active_copy(net: sn.Supernet, seed: int) -> tuple[sn.Supernet, torch.Tensor]:
+    """A copy of ``net`` set to a sampled sub-network, and an input batch of 2 for it."""
+    net = copy.deepcopy(net)
+    cfg = net.space.sample(seed=seed)
     net.set_active(cfg)
-    x = torch.randn(net.input_shape(cfg, batch=2))
+    return net, torch.randn(net.input_shape(cfg, batch=2))
+
+
+def test_weight_cache_follows_weight_changes(small_mbv3):
+    net, x = active_copy(small_mbv3, 5)
     with torch.no_grad():
         cached = net(x)
         assert torch.equal(cached, net(x))
@@ -182,10 +187,7 @@ def test_weight_cache_follows_weight_changes(small_mbv3):
 def test_weight_cache_follows_a_move_to_another_dtype_or_device(small_mbv3):
     """``Module.to`` swaps parameter storage without bumping version counters: the cache must notice (a
     supernet used on the CPU, then moved to the GPU, crashed with CPU weights in the cache)."""
-    net = copy.deepcopy(small_mbv3)
-    cfg = net.space.sample(seed=6)
-    net.set_active(cfg)
-    x = torch.randn(net.input_shape(cfg, batch=2))
+    net, x = active_copy(small_mbv3, 6)
     with torch.no_grad():
         single = net(x)
         net.double()

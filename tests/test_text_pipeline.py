@@ -10,30 +10,12 @@ import pytest
 import torch
 import yaml
 
+from cli_helpers import assert_one_line as one_line, cli
 import supernas.train.trainer as trainer_module
-from supernas.cli import main
 from supernas.errors import DataError
 from supernas.text_data import LengthGroupedBatchSampler, TrimCollate, load_text_bundle
 from text_fixtures import (TINY_BERT, random_hf_tensors, sentences, text_run_file, write_hf_folder, write_tokenizer,
                            write_tsv)
-
-
-def cli(argv, capsys) -> tuple[int, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    assert "Traceback" not in out.out + out.err and "internal error" not in out.err, out.err
-    return code, out.err
-
-
-def one_line(code: int, err: str, *needles: str) -> None:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1, (code, err)
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 # ------------------------------------------------------------------------------------------ batching
