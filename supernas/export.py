@@ -235,6 +235,11 @@ def _runner(fmt: str, path: Path) -> tuple[str, Callable[[np.ndarray], np.ndarra
     return ("torch.export" if fmt == "torch" else "torch.jit"), run
 
 
+def normal_input(shape: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """The default example/check input: standard normal values of ``shape``."""
+    return torch.randn(tuple(shape), generator=generator)
+
+
 def _check_shapes(input_shape: Sequence[int], batch_sizes: Sequence[int],
                   dynamic: Mapping[int, tuple[str, int, int]]) -> list[tuple[int, ...]]:
     """Every batch size at the example shape, plus each other dynamic axis at about half its size."""
@@ -254,7 +259,7 @@ def verify(sub: nn.Module, fmt: str, path: Path, input_shape: Sequence[int], *,
     generator)``, default standard normal) of every batch size and dynamic axis size."""
     runtime, run = _runner(fmt, path)
     gen = torch.Generator().manual_seed(seed)
-    make = make_input or (lambda shape, g: torch.randn(tuple(shape), generator=g))
+    make = make_input or normal_input
     diff, scale = 0.0, 0.0
     for shape in _check_shapes(input_shape, batch_sizes, dynamic or {}):
         b = shape[0]
@@ -305,7 +310,7 @@ def export(model: nn.Module, cfg: Mapping[str, Any] | None, out: str | Path, *,
     if isinstance(model, Supernet):
         make_input = make_input or model.random_input
         dynamic = dynamic if dynamic is not None else model.dynamic_axes()
-    make = make_input or (lambda s, g: torch.randn(tuple(s), generator=g))
+    make = make_input or normal_input
     dynamic = dict(dynamic or {})
     was_training = sub.training
     sub.eval()

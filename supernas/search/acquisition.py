@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 from sklearn.model_selection import KFold, cross_val_predict
 
 from ..predict import MODELS
@@ -30,8 +29,9 @@ from .pareto import REFERENCE
 class BootstrapEnsemble:
     """``members`` copies of a ``supernas.predict`` model (``MODELS[model]``), each fitted on a bootstrap
     resample; ``residual_std`` is the spread of the model's 5-fold cross-validated residuals (what one
-    measurement differs from the model's prediction). With ``log`` the model works on log values (for strictly positive,
-    skewed columns such as latency: multiplicative noise), and predictions and scenarios are turned back.
+    measurement differs from the model's prediction). With ``log`` the model works on log values (for strictly
+    positive, skewed columns such as latency: multiplicative noise), and predictions and scenarios are turned
+    back.
     Deterministic for a ``seed``."""
 
     def __init__(self, model: str, members: int = 8, seed: int = 0, log: bool = False) -> None:
@@ -71,7 +71,8 @@ class BootstrapEnsemble:
     def scenarios(self, X: np.ndarray, n_scenarios: int, rng: np.random.Generator) -> np.ndarray:
         """(n_scenarios, n) sampled outcomes: a random member's prediction plus cross-validated residual noise."""
         P = self._members(X)
-        out = P[rng.integers(0, len(P), n_scenarios)] + rng.standard_normal((n_scenarios, P.shape[1])) * self.residual_std
+        noise = rng.standard_normal((n_scenarios, P.shape[1])) * self.residual_std
+        out = P[rng.integers(0, len(P), n_scenarios)] + noise
         return np.exp(out) if self.log else out
 
 
@@ -99,9 +100,9 @@ def greedy_ehvi(front: np.ndarray, scen: np.ndarray, k: int, rng: np.random.Gene
     if C == 0 or k <= 0:
         return []
     ok = np.ones((S, C), dtype=bool) if feasible is None else np.asarray(feasible, dtype=bool)
-    free = np.array([~dominated_by(front, scen[s]) for s in range(S)]) & ok  # (S, C)
-    order = np.argsort(-free.sum(axis=0), kind="stable")[:max_candidates]
-    keep = order[free.sum(axis=0)[order] > 0]
+    free = (np.array([~dominated_by(front, scen[s]) for s in range(S)]) & ok).sum(axis=0)  # scenarios per candidate
+    order = np.argsort(-free, kind="stable")[:max_candidates]
+    keep = order[free[order] > 0]
     if len(keep) == 0:
         return []
     sub = scen[:, keep, :]

@@ -192,14 +192,19 @@ class LINAS(Strategy):
         """``inner_pop``, smaller for tiny spaces where pymoo cannot find that many distinct offspring."""
         return int(min(self.inner_pop, max(8, self.space.size() // 8)))
 
+    def _search_values(self, results: Sequence[Mapping[str, float]]) -> np.ndarray:
+        """(n, search columns) minimised values of measured results."""
+        idx = [self.columns.index(c) for c in self.search_columns]
+        return np.array([self.minimised(r)[idx] for r in results]).reshape(len(results), len(idx))
+
     def _measured_front(self, feasible_only: bool = False) -> tuple[list[Config], np.ndarray]:
-        """Measured configs and their minimised search-column values, non-dominated ones first."""
+        """The measured non-dominated configs and their minimised search-column values (one search column:
+        every measured config, best first)."""
         cfgs, results = self.measured()
         if feasible_only:
             keep = [i for i, r in enumerate(results) if all(c.ok(r) for c in self.constraints)]
             cfgs, results = [cfgs[i] for i in keep], [results[i] for i in keep]
-        idx = [self.columns.index(c) for c in self.search_columns]
-        F = np.array([self.minimised(r)[idx] for r in results]).reshape(len(results), len(idx))
+        F = self._search_values(results)
         order = pareto_indices(F) if len(self.search_columns) > 1 else list(np.argsort(F[:, 0], kind="stable"))
         return [cfgs[i] for i in order], F[order]
 
@@ -257,8 +262,7 @@ class LINAS(Strategy):
         feats = vector_features(self.space, cand)
         scen = {c: e.scenarios(feats, self.scenarios, rng) for c, e in self.ensembles.items()}
         # normalise like the hypervolume: minimisation, the range of everything measured -> [0, 1]
-        idx = [self.columns.index(c) for c in self.search_columns]
-        all_F = np.array([self.minimised(r)[idx] for r in results])
+        all_F = self._search_values(results)
         lo, hi = all_F.min(axis=0), all_F.max(axis=0)
         width = np.where(hi > lo, hi - lo, 1.0)
         S = np.stack([scen[c] * self.sign_of[c] for c in self.search_columns], axis=2)
