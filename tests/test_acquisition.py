@@ -103,15 +103,3 @@ def test_linas_acquisitions_never_repeat_and_are_seeded(acquisition):
     assert keys == run(0)
     with pytest.raises(ConfigError, match="unknown linas acquisition 'ucb'"):
         create_strategy("linas", small_space(), ["accuracy", "macs"], acquisition="ucb")
-
-
-def test_linas_round_is_as_large_as_the_ask():
-    """population 3, but a driver with 7 workers asks for 7: after the initial samples every ask gets 7."""
-    s = create_strategy("linas", small_space(), ["accuracy", "macs"], seed=0, models=("ridge",), initial=8,
-                        population=3)
-    sizes = []
-    for _ in range(4):
-        cfgs = s.ask(7)
-        s.tell(cfgs, [small_eval(c) for c in cfgs])
-        sizes.append(len(cfgs))
-    assert sizes[2:] == [7, 7] and s.round >= 2

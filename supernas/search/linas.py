@@ -7,8 +7,8 @@ never a config already measured or asked. Two acquisitions:
 * ``ehvi`` (default): bootstrap ensembles of each column's chosen model give scenarios of what measuring a
   candidate could yield (:mod:`supernas.search.acquisition`); the batch maximises Monte-Carlo expected
   hypervolume improvement over the measured front. Candidates are every config one choice away from the
-  measured non-dominated set (local search around the front), optionally (``inner_generations`` > 0) plus the
-  final population of a pymoo MOEA run on the ensembles' mean predictions (far-away configs it believes in).
+  measured non-dominated set (local search around the front) plus the final population of a pymoo MOEA run on
+  the ensembles' mean predictions (far-away configs the model believes in).
 * ``moea`` (the original LINAS): the MOEA, warm-started from the measured front, runs on the predicted
   objectives and the batch is chosen among every unmeasured config it visited by pymoo's rank-and-crowding.
 """
@@ -123,8 +123,7 @@ class _EnsembleMean:
 @register_strategy("linas")
 class LINAS(Strategy):
     """Predictor-guided search: ``initial`` uniform samples, then rounds of ``population`` proposals (one
-    round per ``ask``, so every batch is chosen with every result told so far; an ``ask`` for more gets a
-    round that large, so parallel workers stay busy) on predictors cross-validated
+    round per ``ask``, so every batch is chosen with every result told so far) on predictors cross-validated
     over ``models`` with ``folds`` folds. ``acquisition`` ``ehvi`` (default; ``ensemble`` bootstrap members per
     column, ``scenarios`` Monte-Carlo scenarios) or ``moea``; the inner pymoo run is ``inner`` =
     ``nsga2``/``agemoea``, ``inner_pop`` x ``inner_generations`` (default 20 for ``moea``; 0 = no inner run,
@@ -148,7 +147,6 @@ class LINAS(Strategy):
         if ensemble < 2 or scenarios < 1:
             raise ConfigError(f"linas needs ensemble >= 2 and scenarios >= 1, got {ensemble} and {scenarios}")
         self.population, self.initial = int(population), int(initial)
-        self._batch = self.population  # this round's batch: at least what the caller asked for
         self.inner = inner or self.inner_default
         if inner_generations is None:  # ehvi: local candidates only (measured best on the mbv3 table)
             inner_generations = 0 if self.acquisition == "ehvi" else 20
@@ -175,7 +173,6 @@ class LINAS(Strategy):
             if n_known < self.initial or len(self.measured()[0]) < 2:
                 self._queue = self.random_unseen(max(self.initial - n_known, 1))
             else:
-                self._batch = max(self.population, n)
                 self._queue = self._predictor_round()
         out, self._queue = self._queue[:n], self._queue[n:]
         return out or self.random_unseen(n)  # nothing new predicted: the space is nearly exhausted
@@ -267,18 +264,18 @@ class LINAS(Strategy):
         width = np.where(hi > lo, hi - lo, 1.0)
         S = np.stack([scen[c] * self.sign_of[c] for c in self.search_columns], axis=2)
         ok = np.all([c.violation(scen[c.column]) <= 0 for c in self.constraints], axis=0) if self.constraints else None
-        picks = greedy_ehvi((front - lo) / width, (S - lo) / width, self._batch, rng, feasible=ok)
-        if len(picks) < self._batch:  # nothing more to gain in any scenario: best predicted by rank and crowding
+        picks = greedy_ehvi((front - lo) / width, (S - lo) / width, self.population, rng, feasible=ok)
+        if len(picks) < self.population:  # nothing more to gain in any scenario: best predicted by rank and crowding
             rest = np.array([i for i in range(len(cand)) if i not in set(picks)], dtype=int)
             if len(rest):
                 F, G = problem.predict(cand[rest])
-                picks += [int(rest[i]) for i in self._select(cand[rest], F, G, problem)][: self._batch - len(picks)]
+                picks += [int(rest[i]) for i in self._select(cand[rest], F, G, problem)][: self.population - len(picks)]
         return [self.space.decode(cand[i]) for i in picks]
 
     def _select(self, X: np.ndarray, F: np.ndarray, G: np.ndarray, problem: Problem) -> list[int]:
         """Indices of ``population`` candidates by pymoo rank-and-crowding on predicted objectives
         (feasible first)."""
-        k = min(self._batch, len(X))
+        k = min(self.population, len(X))
         pop = Population.new("X", X.astype(float))
         kw = {"G": G} if self.constraints else {}
         Evaluator().eval(StaticProblem(problem, F=F, **kw), pop)
@@ -310,4 +307,4 @@ class ConstrainedSearch(LINAS):
     def _select(self, X: np.ndarray, F: np.ndarray, G: np.ndarray, problem: Problem) -> list[int]:
         cv = np.maximum(G, 0).sum(axis=1) if G.size else np.zeros(len(X))
         order = np.lexsort((F[:, 0], cv))  # least predicted violation first, then best predicted objective
-        return [int(i) for i in order[: self._batch]]
+        return [int(i) for i in order[: self.population]]
