@@ -224,3 +224,41 @@ def test_predictors_on_features_take_linas_rows(tiny_mbv3, tiny_table):
     Xv = vector_features(space, canonical_vectors(space, np.stack([space.encode(c) for c in cfgs])))
     assert np.array_equal(pred.predict(Xv), pred.predict(X))
     assert quality(y, pred.predict(X))["kendall_tau"] > 0.95
+
+
+def test_linas_with_a_feature_map_computes_exact_columns(tiny_mbv3, tiny_table):
+    """LINAS given a FeatureMap: MACs come from the cost table (every scenario equals the count), the
+    learned column's ensemble sees the derived features, proposals stay new and seeded."""
+    from supernas.errors import ConfigError
+    from supernas.search import create_strategy
+    from supernas.search.acquisition import BootstrapEnsemble, KnownColumn
+
+    space = tiny_mbv3.space
+    fmap = FeatureMap(space, tiny_table)
+
+    def evaluate(cfg):
+        t = fmap.totals(space.features_many([cfg]))[0]
+        return {"accuracy": 0.5 + 0.1 * np.log(t[0]) - 1e-4 * t[4], "macs": float(t[0])}
+
+    def run(seed):
+        s = create_strategy("linas", space, ["accuracy", "macs"], seed=seed, models=("ridge",), initial=8,
+                            population=3, features=fmap)
+        keys = []
+        for _ in range(5):
+            cfgs = s.ask(3)
+            s.tell(cfgs, [evaluate(c) for c in cfgs])
+            keys += [space.key(c) for c in cfgs]
+        return s, keys
+
+    s, keys = run(0)
+    assert len(set(keys)) == len(keys) == 14 and run(0)[1] == keys  # 3 + 3 + 2 initial, then rounds of 3
+    assert isinstance(s.ensembles["macs"], KnownColumn) and isinstance(s.ensembles["accuracy"], BootstrapEnsemble)
+    test = space.sample_many(5, seed=3)
+    X = space.features_many(test)
+    scen = s.ensembles["macs"].scenarios(X, 4, np.random.default_rng(0))
+    assert scen.shape == (4, 5) and np.allclose(scen, fmap.totals(X)[:, 0])
+    assert s.ensembles["accuracy"].transform is not None
+    parts = create_strategy("linas", space, ["accuracy", "macs"], features=["base", "lookup"])
+    assert parts.features.parts == ("base", "lookup")
+    with pytest.raises(ConfigError, match="unknown feature part 'cost'"):
+        create_strategy("linas", space, ["accuracy", "macs"], features=["cost"])

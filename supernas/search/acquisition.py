@@ -17,7 +17,7 @@ scenarios where its predicted constraint values are satisfied.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from sklearn.model_selection import KFold, cross_val_predict
@@ -28,19 +28,22 @@ from .pareto import REFERENCE
 
 class BootstrapEnsemble:
     """``members`` copies of a ``supernas.predict`` model (``MODELS[model]``), each fitted on a bootstrap
-    resample; ``residual_std`` is the spread of the model's 5-fold cross-validated residuals (what one
+    resample (on ``transform(X)`` when given, e.g. a :class:`~supernas.predict.FeatureMap`'s derived columns);
+    ``residual_std`` is the spread of the model's 5-fold cross-validated residuals (what one
     measurement differs from the model's prediction). With ``log`` the model works on log values (for strictly
     positive, skewed columns such as latency: multiplicative noise), and predictions and scenarios are turned
     back.
     Deterministic for a ``seed``."""
 
-    def __init__(self, model: str, members: int = 8, seed: int = 0, log: bool = False) -> None:
+    def __init__(self, model: str, members: int = 8, seed: int = 0, log: bool = False,
+                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.model, self.members, self.seed, self.log = model, int(members), int(seed), bool(log)
+        self.transform = transform
         self.estimators: list[Any] = []
         self.residual_std = 0.0
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "BootstrapEnsemble":
-        X, y = np.asarray(X, float), np.asarray(y, float)
+        X, y = self._inputs(X), np.asarray(y, float)
         if self.log:
             y = np.log(y)
         n = len(y)
@@ -60,8 +63,13 @@ class BootstrapEnsemble:
             self.residual_std = 0.0
         return self
 
+    def _inputs(self, X: np.ndarray) -> np.ndarray:
+        X = np.atleast_2d(np.asarray(X, float))
+        return self.transform(X) if self.transform is not None else X
+
     def _members(self, X: np.ndarray) -> np.ndarray:
-        return np.array([est.predict(np.atleast_2d(X)) for est in self.estimators], dtype=float)
+        X = self._inputs(X)
+        return np.array([est.predict(X) for est in self.estimators], dtype=float)
 
     def predict_members(self, X: np.ndarray) -> np.ndarray:
         """(members, n) predictions in the column's units."""
@@ -74,6 +82,19 @@ class BootstrapEnsemble:
         noise = rng.standard_normal((n_scenarios, P.shape[1])) * self.residual_std
         out = P[rng.integers(0, len(P), n_scenarios)] + noise
         return np.exp(out) if self.log else out
+
+
+class KnownColumn:
+    """A column computed exactly (a predictor of model ``exact``): every member and scenario is its value."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.predictor = predictor
+
+    def predict_members(self, X: np.ndarray) -> np.ndarray:
+        return self.predictor.predict(np.atleast_2d(X))[None, :]
+
+    def scenarios(self, X: np.ndarray, n_scenarios: int, rng: np.random.Generator) -> np.ndarray:
+        return np.repeat(self.predict_members(X), n_scenarios, axis=0)
 
 
 def dominated_by(front: np.ndarray, P: np.ndarray) -> np.ndarray:

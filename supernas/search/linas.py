@@ -26,9 +26,9 @@ from pymoo.optimize import minimize
 from pymoo.problems.static import StaticProblem
 
 from ..errors import ConfigError
-from ..predict import DEFAULT_MODELS, Predictor, fit_predictor
+from ..predict import DEFAULT_MODELS, FeatureMap, Predictor, fit_predictor
 from ..space import Config, SearchSpace
-from .acquisition import BootstrapEnsemble, greedy_ehvi
+from .acquisition import BootstrapEnsemble, KnownColumn, greedy_ehvi
 from .base import Strategy, register_strategy
 from .evolution import make_algorithm
 from .pareto import pareto_indices
@@ -113,7 +113,7 @@ class _PredictedProblem(Problem):
 
 
 class _EnsembleMean:
-    def __init__(self, ensemble: BootstrapEnsemble) -> None:
+    def __init__(self, ensemble: BootstrapEnsemble | KnownColumn) -> None:
         self.ensemble = ensemble
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -127,7 +127,9 @@ class LINAS(Strategy):
     over ``models`` with ``folds`` folds. ``acquisition`` ``ehvi`` (default; ``ensemble`` bootstrap members per
     column, ``scenarios`` Monte-Carlo scenarios) or ``moea``; the inner pymoo run is ``inner`` =
     ``nsga2``/``agemoea``, ``inner_pop`` x ``inner_generations`` (default 20 for ``moea``; 0 = no inner run,
-    the default for ``ehvi``, whose candidates are then the front's one-choice neighbours).
+    the default for ``ehvi``, whose candidates are then the front's one-choice neighbours). ``features``: a
+    :class:`~supernas.predict.FeatureMap` (or the names of its parts, without a cost table) whose derived
+    columns the predictors see; a column its cost table computes exactly (e.g. ``macs``) is not predicted.
     Never proposes a measured config."""
 
     inner_default = "nsga2"
@@ -137,7 +139,7 @@ class LINAS(Strategy):
                  population: int = 5, initial: int = 20, inner: str | None = None, inner_pop: int = 50,
                  inner_generations: int | None = None, models: Sequence[str] = DEFAULT_MODELS, folds: int = 3,
                  acquisition: str | None = None, ensemble: int = 8, scenarios: int = 32,
-                 log_columns: bool = True) -> None:
+                 log_columns: bool = True, features: FeatureMap | Sequence[str] | None = None) -> None:
         super().__init__(space, columns, seed=seed, constraints=constraints)
         if population < 1 or initial < 2:
             raise ConfigError(f"linas needs population >= 1 and initial >= 2, got {population} and {initial}")
@@ -154,12 +156,15 @@ class LINAS(Strategy):
         self.models, self.folds = tuple(models), int(folds)
         self.ensemble, self.scenarios = int(ensemble), int(scenarios)
         self.log_columns = bool(log_columns)
+        if features is not None and not isinstance(features, FeatureMap):
+            features = FeatureMap(space, None, [features] if isinstance(features, str) else list(features))
+        self.features = features
         self.search_columns: list[str] = list(self.columns)
         self.sign_of = dict(zip(self.columns, self.signs))
         self.round = 0
         self._queue: list[Config] = []
         self.predictors: dict[str, Predictor] = {}
-        self.ensembles: dict[str, BootstrapEnsemble] = {}
+        self.ensembles: dict[str, BootstrapEnsemble | KnownColumn] = {}
 
     @property
     def predicted_columns(self) -> list[str]:
@@ -182,7 +187,8 @@ class LINAS(Strategy):
         cfgs, results = self.measured()
         X = self.space.features_many(cfgs)
         self.predictors = {c: fit_predictor(X, [r[c] for r in results], column=c, models=self.models,
-                                            folds=self.folds, seed=self.seed + self.round) for c in self.predicted_columns}
+                                            folds=self.folds, seed=self.seed + self.round, features=self.features)
+                           for c in self.predicted_columns}
         return self.predictors
 
     def _inner_pop(self) -> int:
@@ -241,10 +247,14 @@ class LINAS(Strategy):
         X = self.space.features_many(cfgs)
         self.ensembles = {}
         for j, c in enumerate(self.predicted_columns):
+            if predictors[c].model == "exact":
+                self.ensembles[c] = KnownColumn(predictors[c])
+                continue
             y = np.array([r[c] for r in results])
             log = self.log_columns and c.startswith("latency") and bool(np.all(y > 0))
             self.ensembles[c] = BootstrapEnsemble(predictors[c].model, self.ensemble, log=log,
-                                                  seed=self.seed * 7919 + self.round * 31 + j).fit(X, y)
+                                                  seed=self.seed * 7919 + self.round * 31 + j,
+                                                  transform=self.features.transform if self.features else None).fit(X, y)
         problem = _PredictedProblem(self, {c: _EnsembleMean(e) for c, e in self.ensembles.items()})
         front_cfgs, front = self._measured_front(feasible_only=True)
         pool = [neighbours(self.space, np.array([self.space.encode(c) for c in front_cfgs or cfgs]))]
