@@ -190,6 +190,21 @@ def make_evaluator(cfg: RunConfig, net: Supernet, bundle: Any, columns: Sequence
                      calib_batches=cfg.search.calib_batches)
 
 
+def strategy_options(options: dict[str, Any], net: Supernet) -> dict[str, Any]:
+    """The config's ``search.options`` for the strategy; ``features`` (names of
+    :class:`~supernas.predict.FeatureMap` parts) becomes a feature map of the supernet's space, with a cost table
+    counted from the supernet when ``costs`` is among them."""
+    out = dict(options)
+    parts = out.get("features")
+    if parts is not None:
+        from .predict import FeatureMap, build_cost_table
+
+        parts = [parts] if isinstance(parts, str) else list(parts)
+        table = build_cost_table(net) if "costs" in parts else None
+        out["features"] = FeatureMap(net.space, table, parts)
+    return out
+
+
 def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: bool = True,
                 console: Console | None = None, net: Supernet | None = None, bundle: Any = None):
     """Search the trained supernet; every evaluation goes to results.db as it is measured."""
@@ -202,7 +217,8 @@ def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: 
     evaluator = make_evaluator(cfg, net, bundle)
     result = run_search(net, evaluator, s.objectives, strategy=s.strategy, evaluations=s.evaluations,
                         seed=cfg.seed, store=paths.results, run=SEARCH_RUN, constraints=s.constraints or None,
-                        workers=s.workers, ray_address=s.ray_address, progress=progress, resume=resume)
+                        workers=s.workers, ray_address=s.ray_address, progress=progress, resume=resume,
+                        strategy_options=strategy_options(s.options, net))
     tmp = paths.search_json.with_suffix(".tmp")  # atomic: a kill mid-write keeps the previous file
     tmp.write_text(json.dumps({**result.summary(), "hypervolume_history": result.hypervolume}, indent=1, default=str))
     tmp.replace(paths.search_json)

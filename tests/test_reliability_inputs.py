@@ -176,3 +176,23 @@ def test_corrupt_search_summary(run, capsys):
 def test_weights_only_checkpoint_cannot_resume_training(run, capsys):
     cfgfile, paths = run  # the fixture's checkpoint holds arch and weights, no optimizer/RNG state
     assert_one_line(*cli(["train", cfgfile, "-q"], capsys), "cannot resume this training", "optimizer")
+
+
+def test_search_options_reach_the_strategy(tmp_path, capsys):
+    """``search.options`` configure the strategy: a misspelt one is a one-line error; LINAS with the
+    supernet's cost-table features (MACs then computed, not predicted) runs and stores every evaluation."""
+    from supernas.store import Store
+
+    search = {"strategy": "linas", "objectives": ["accuracy", "macs"], "evaluations": 6}
+    bad = run_file(tmp_path, "bad", search={**search, "options": {"populaton": 2}})
+    write_checkpoint(tiny_mbv3(), open_run(parse_config(yaml.safe_load(bad.read_text()))).checkpoints / "last.pt")
+    assert_one_line(*cli(["search", bad, "-q"], capsys), "bad option for strategy 'linas'", "populaton")
+    good = run_file(tmp_path, "good", search={**search, "options": {
+        "initial": 3, "population": 2, "models": ["ridge"], "features": ["base", "lookup", "costs"]}})
+    paths = open_run(parse_config(yaml.safe_load(good.read_text())))
+    write_checkpoint(tiny_mbv3(), paths.checkpoints / "last.pt")
+    code, err = cli(["search", good, "-q"], capsys)
+    assert code == 0, err
+    with Store(paths.results) as st:
+        rows = st.records("search")
+    assert len({r.key for r in rows if r.status == "ok"}) == 6
