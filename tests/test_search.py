@@ -169,3 +169,33 @@ def test_vector_features_match_space_features():
     X = np.array([space.encode(c) for c in cfgs])
     X[X[:, 0] == 0, 2] = 2  # junk in genes that are inactive (depth 1) must not matter
     assert np.array_equal(vector_features(space, canonical_vectors(space, X)), space.features_many(cfgs))
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2"])
+def test_optuna_trials_carry_the_constraints(sampler):
+    """Every Optuna trial, asked or added from outside, holds the violations of the supernas constraints
+    (Optuna >= 5: on the trial; before: through constraints_func), without deprecation warnings."""
+    import warnings
+
+    from supernas.search.optuna_backend import TRIAL_CONSTRAINTS
+
+    space = small_space()
+    bound = float(np.median([small_eval(c)["macs"] for c in space.enumerate()]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        s = create_strategy("optuna", space, SMALL_COLS, seed=0, sampler=sampler, constraints=[f"macs <= {bound}"],
+                            pop_size=4, startup=4)
+        outside = space.sample(seed=1)
+        s.tell([outside], [small_eval(outside)])
+        for _ in range(4):
+            cfgs = s.ask(3)
+            s.tell(cfgs, [small_eval(c) for c in cfgs])
+    trials = s.study.get_trials(deepcopy=False)
+    assert len(trials) >= 13
+    for t in trials:
+        if t.state.name != "COMPLETE":
+            continue
+        cfg = {c.name: c.options[t.params[c.name]] for c in space.choices if c.name in t.params}
+        want = small_eval(space.validate(cfg))["macs"] - bound
+        got = list(t.constraints.values())[0] if TRIAL_CONSTRAINTS else t.user_attrs["supernas_constraints"][0]
+        assert got == pytest.approx(want)

@@ -3,8 +3,9 @@
 Each choice is an integer parameter (its option index); a choice that depends on a depth choice is
 only suggested when active, so Optuna sees the conditional space as it is. Configs measured outside
 Optuna (warm start, resume) are added as completed trials; duplicates proposed by the sampler are told
-their known result at once and not handed out again. Constraints go through the samplers'
-``constraints_func`` (values <= 0 are feasible).
+their known result at once and not handed out again. Constraints (values <= 0 are feasible) are set on the
+trials with Optuna >= 5 (``Trial.set_constraint``, ``create_trial(constraints=...)``) and go through the
+samplers' ``constraints_func`` before (deprecated in 5).
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from .base import Result, Strategy, register_strategy
 SAMPLERS = ("tpe", "nsga2")
 MAX_DUPLICATE_TRIALS = 50
 CONSTRAINT_ATTR = "supernas_constraints"
+#: Optuna >= 5 keeps constraints on the trial itself
+TRIAL_CONSTRAINTS = hasattr(optuna.trial.Trial, "set_constraint")
 
 
 def _constraints_of(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
@@ -35,7 +38,7 @@ class OptunaStrategy(Strategy):
     def __init__(self, space: SearchSpace, columns: Sequence[str], *, seed: int = 0, constraints: Any = None,
                  sampler: str = "tpe", pop_size: int = 20, startup: int = 10) -> None:
         super().__init__(space, columns, seed=seed, constraints=constraints)
-        cfunc = _constraints_of if self.constraints else None
+        cfunc = _constraints_of if self.constraints and not TRIAL_CONSTRAINTS else None
         if sampler == "tpe":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -62,7 +65,11 @@ class OptunaStrategy(Strategy):
             self.study.tell(trial, state=TrialState.FAIL)
             return
         if self.constraints:
-            trial.set_user_attr(CONSTRAINT_ATTR, [float(v) for v in self.violations(res)])
+            if TRIAL_CONSTRAINTS:
+                for k, v in self._constraint_dict(res).items():
+                    trial.set_constraint(k, v)
+            else:
+                trial.set_user_attr(CONSTRAINT_ATTR, [float(v) for v in self.violations(res)])
         self.study.tell(trial, [float(res[c]) for c in self.columns])
 
     def _propose(self, n: int) -> list[Config]:
@@ -102,6 +109,14 @@ class OptunaStrategy(Strategy):
             if c.name in canon:
                 params[c.name] = c.index(canon[c.name])
                 dists[c.name] = IntDistribution(0, len(c.options) - 1)
-        attrs = {CONSTRAINT_ATTR: [float(v) for v in self.violations(res)]} if self.constraints else {}
-        self.study.add_trial(create_trial(params=params, distributions=dists, user_attrs=attrs,
-                                          values=[float(res[c]) for c in self.columns]))
+        kw: dict[str, Any] = {}
+        if self.constraints and TRIAL_CONSTRAINTS:
+            kw["constraints"] = self._constraint_dict(res)
+        elif self.constraints:
+            kw["user_attrs"] = {CONSTRAINT_ATTR: [float(v) for v in self.violations(res)]}
+        self.study.add_trial(create_trial(params=params, distributions=dists,
+                                          values=[float(res[c]) for c in self.columns], **kw))
+
+    def _constraint_dict(self, res: Mapping[str, float]) -> dict[str, float]:
+        """Violations keyed by position (Optuna >= 5 names every constraint)."""
+        return {str(i): float(v) for i, v in enumerate(self.violations(res))}
