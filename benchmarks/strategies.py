@@ -74,7 +74,9 @@ def main() -> None:
                          f"100 generations without a new sub-network); linas needed {by['linas']:.0f}.")
         best = summary.loc[summary["strategy"] != "pymoo-nsga2"].sort_values("evals99 median").iloc[0]
         lines.append(f"Best supernas strategy: {best['strategy']} ({best['evals99 median']:.0f} evaluations).")
-    lines.append(f"Whole comparison: {wall:.0f} s wall.")
+    from importlib.metadata import version
+    libs = ", ".join(f"{p} {version(p)}" for p in ("pymoo", "optuna", "scikit-learn", "numpy"))
+    lines.append(f"Whole comparison: {wall:.0f} s wall ({libs}).")
     body = "\n".join(lines)
     print(body.split(text)[-1])
     if not args.no_results:
