@@ -9,7 +9,7 @@ recipe (initialisation, optimizer, schedule, label smoothing, weight decay, batc
 smallest and ``--random`` ones drawn uniformly over distinct sub-networks (what a search draws). A gap is
 scratch - supernet, averaged over seeds; the goal holds when every sub-network's mean gap is <= 1.5
 (the worst random one included).
-Run: ``.venv/bin/python benchmarks/no_retrain.py [--seeds 0,1,2] [--random 4] [--workers 2]``.
+Run: ``.venv/bin/python benchmarks/no_retrain.py [--seeds 0,1,2,3,4] [--random 4] [--workers 2]``.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def scratch_job(name: str, seed: int, epochs: int, num_random: int) -> tuple[str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    ap.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds")
     ap.add_argument("--random", type=int, default=4, help="random sub-networks besides largest and smallest")
     ap.add_argument("--workers", type=int, default=2, help="processes (one torch thread each)")
     ap.add_argument("--no-write", action="store_true")
