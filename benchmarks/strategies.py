@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,6 @@ def main() -> None:
                          f"100 generations without a new sub-network); linas needed {by['linas']:.0f}.")
         best = summary.loc[summary["strategy"] != "pymoo-nsga2"].sort_values("evals99 median").iloc[0]
         lines.append(f"Best supernas strategy: {best['strategy']} ({best['evals99 median']:.0f} evaluations).")
-    from importlib.metadata import version
     libs = ", ".join(f"{p} {version(p)}" for p in ("pymoo", "optuna", "scikit-learn", "numpy"))
     lines.append(f"Whole comparison: {wall:.0f} s wall ({libs}).")
     body = "\n".join(lines)

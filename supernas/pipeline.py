@@ -195,13 +195,10 @@ def strategy_options(options: dict[str, Any], net: Supernet) -> dict[str, Any]:
     :class:`~supernas.predict.FeatureMap` parts) becomes a feature map of the supernet's space, with a cost table
     counted from the supernet when ``costs`` is among them."""
     out = dict(options)
-    parts = out.get("features")
-    if parts is not None:
-        from .predict import FeatureMap, build_cost_table
+    if out.get("features") is not None:
+        from .predict import as_feature_map
 
-        parts = [parts] if isinstance(parts, str) else list(parts)
-        table = build_cost_table(net) if "costs" in parts else None
-        out["features"] = FeatureMap(net.space, table, parts)
+        out["features"] = as_feature_map(net.space, out["features"], supernet=net)
     return out
 
 

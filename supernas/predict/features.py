@@ -215,6 +215,17 @@ class FeatureMap:
         return X
 
 
+
+def as_feature_map(space: SearchSpace, features: "FeatureMap | str | Sequence[str] | None",
+                   supernet: nn.Module | None = None) -> "FeatureMap | None":
+    """``features`` as a :class:`FeatureMap` of ``space``: ``None`` and maps pass through; part names (one or a
+    list) build one, with a cost table counted from ``supernet`` when ``costs`` is asked for and it is given."""
+    if features is None or isinstance(features, FeatureMap):
+        return features
+    parts = [features] if isinstance(features, str) else list(features)
+    table = build_cost_table(supernet) if supernet is not None and "costs" in parts else None
+    return FeatureMap(space, table, parts)
+
 # --------------------------------------------------------------------------- counting
 class _OpCounter(TorchDispatchMode):
     """Counts dispatched operators and the tensor elements they return."""

@@ -27,7 +27,7 @@ from pymoo.problems.static import StaticProblem
 from threadpoolctl import threadpool_limits
 
 from ..errors import ConfigError
-from ..predict import DEFAULT_MODELS, FeatureMap, Predictor, fit_predictor
+from ..predict import DEFAULT_MODELS, FeatureMap, Predictor, as_feature_map, fit_predictor
 from ..space import Config, SearchSpace
 from .acquisition import BootstrapEnsemble, KnownColumn, greedy_ehvi
 from .base import Strategy, register_strategy
@@ -162,9 +162,7 @@ class LINAS(Strategy):
         self.models, self.folds = tuple(models), int(folds)
         self.ensemble, self.scenarios = int(ensemble), int(scenarios)
         self.log_columns = bool(log_columns)
-        if features is not None and not isinstance(features, FeatureMap):
-            features = FeatureMap(space, None, [features] if isinstance(features, str) else list(features))
-        self.features = features
+        self.features = as_feature_map(space, features)
         self.search_columns: list[str] = list(self.columns)
         self.sign_of = dict(zip(self.columns, self.signs))
         self.round = 0
@@ -255,13 +253,13 @@ class LINAS(Strategy):
         cfgs, results = self.measured()
         X = self.space.features_many(cfgs)
         self.ensembles = {}
+        transform = self.features.transform if self.features is not None else None
         for j, c in enumerate(self.predicted_columns):
             if predictors[c].model == "exact":
                 self.ensembles[c] = KnownColumn(predictors[c])
                 continue
             y = np.array([r[c] for r in results])
             log = self.log_columns and c.startswith("latency") and bool(np.all(y > 0))
-            transform = self.features.transform if self.features is not None else None
             self.ensembles[c] = BootstrapEnsemble(predictors[c].model, self.ensemble, log=log, transform=transform,
                                                   seed=self.seed * 7919 + self.round * 31 + j).fit(X, y)
         problem = _PredictedProblem(self, {c: _EnsembleMean(e) for c, e in self.ensembles.items()})
