@@ -75,14 +75,32 @@ class TextDataSection(Section):
 
 
 class DataSection(Section):
-    """``dataset``: ``digits`` (embedded), a path to an image-folder tree or CIFAR batch folder, or (with
-    ``kind: text``) the folder holding the text files of ``text``."""
+    """``dataset``: ``digits`` (embedded), an image folder (``train/`` + ``val/`` [+ ``test/``], ``train/`` +
+    ``test/``, ``<class>/`` folders), a ``path,label`` CSV/TSV, a CIFAR batch folder, or (with ``kind: text``)
+    the folder holding the text files of ``text``."""
 
     dataset: str = "digits"
     kind: Literal["digits", "folder", "cifar", "text"] | None = None
-    image_size: int | None = Field(default=None, gt=0)
-    channels: int | None = Field(default=None, gt=0)
+    image_size: int | None = Field(default=None, gt=0, le=4096)
+    channels: Literal[1, 3] | None = None
+    augment: Literal["none", "standard", "strong"] | None = Field(
+        None, description="training batches: none, standard (pad+crop or random-resized-crop, flip), strong "
+                          "(+ TrivialAugment, random erasing); default: none for digits, standard otherwise")
+    workers: int | None = Field(None, ge=0, le=256, description="DataLoader processes that decode and augment "
+                                "images (default: up to 4 for files, 0 for cached arrays)")
+    cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="decode image folders once into a memory-mapped uint8 cache (auto: images <= 64 px)")
+    cache_dir: str | None = Field(None, description="default: $SUPERNAS_CACHE or ~/.cache/supernas/images")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="validation carved out of train/ when the dataset "
+                                "has no val/ split (train/ + test/ folders, CIFAR batches)")
     text: TextDataSection | None = None
+
+    @property
+    def augmentation(self) -> str:
+        """The training-batch augmentation in force (the default resolved)."""
+        if self.augment is not None:
+            return self.augment
+        return "none" if self.kind == "digits" or (self.kind is None and self.dataset == "digits") else "standard"
 
     @property
     def is_text(self) -> bool:
@@ -92,8 +110,8 @@ class DataSection(Section):
     def _text(self) -> "DataSection":
         if self.text is not None and not self.is_text:
             raise ValueError(f"data.text is for text data; kind is {self.kind!r}")
-        if self.is_text and (self.image_size is not None or self.channels is not None):
-            raise ValueError("image_size/channels do not apply to text data")
+        if self.is_text and (self.image_size is not None or self.channels is not None or self.augment is not None):
+            raise ValueError("image_size/channels/augment do not apply to text data")
         if self.is_text and self.dataset == "digits" and not Path((self.text or TextDataSection()).train or "").is_absolute():
             raise ValueError("text data needs data.dataset (the folder holding the files) or an absolute data.text.train")
         return self

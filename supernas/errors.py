@@ -13,7 +13,14 @@ class ConfigError(SupernasError, ValueError):
 
 
 class DataError(SupernasError):
-    """A dataset is missing, empty or malformed."""
+    """A dataset is missing, empty or malformed (an unreadable image names its file)."""
+
+    def __init__(self, message: Any = "", *args: Any) -> None:
+        # raised in a DataLoader worker, torch re-raises it with the worker's whole traceback as the
+        # message: keep the worker's own line
+        if isinstance(message, str) and message.startswith("Caught ") and "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].partition(": ")[2] or message
+        super().__init__(message, *args)
 
 
 class CheckpointError(SupernasError):

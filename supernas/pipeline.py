@@ -111,16 +111,21 @@ def run_from_dir(run_dir: str | Path) -> tuple[RunConfig, RunPaths]:
 
 
 # ----------------------------------------------------------------------------- building blocks
-def load_data(cfg: RunConfig):
-    """The run's data: an image ``DataBundle``, or a ``TextBundle`` for text data."""
+def load_data(cfg: RunConfig, progress: bool = False):
+    """The run's data: an image ``DataBundle`` (``progress``: a bar while the image cache is built), or a
+    ``TextBundle`` for text data."""
     from .data import load_dataset
 
     d = cfg.data
     if d.is_text:
         from .pipeline_text import load_text_data
         return load_text_data(cfg)
-    extra = {"channels": d.channels} if d.channels is not None else {}  # else the reader's default
-    return load_dataset(d.dataset, kind=d.kind, image_size=d.image_size, seed=cfg.seed, **extra)
+    extra: dict[str, Any] = {"channels": d.channels} if d.channels is not None else {}  # else the reader's default
+    if d.dataset != "digits" and d.kind != "digits":
+        extra.update(workers=d.workers, cache=d.cache, cache_dir=d.cache_dir, val_fraction=d.val_fraction,
+                     progress=progress)
+    return load_dataset(d.dataset, kind=d.kind, image_size=d.image_size, seed=cfg.seed, augment=d.augmentation,
+                        **extra)
 
 
 def supernet_args(cfg: RunConfig, bundle: Any) -> dict[str, Any]:
@@ -151,7 +156,9 @@ def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: 
     from .pipeline_text import freeze, original_teacher
     from .train import train as train_supernet
 
-    bundle = load_data(cfg)
+    bundle = load_data(cfg, progress=progress)
+    if console is not None:
+        console.print(f"data: {bundle.describe()}")
     net = build_supernet(cfg, bundle)
     freeze(net, cfg.supernet.freeze)
     teacher = (original_teacher(cfg, bundle, supernet_args(cfg, bundle), paths.checkpoints / "teacher", progress)

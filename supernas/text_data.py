@@ -18,8 +18,9 @@ from typing import Sequence
 import pandas as pd
 import torch
 from tokenizers import Tokenizer
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
+from .data.bundle import quiet_generator
 from .errors import DataError
 
 
@@ -242,6 +243,21 @@ class TextBundle:
     def batch_sampler(self, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1
                       ) -> LengthGroupedBatchSampler:
         return LengthGroupedBatchSampler(self.train_lengths, batch_size, seed, rank, world_size, self.epoch_rows)
+
+    def train_loader(self, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+                     pin_memory: bool = False) -> DataLoader:
+        """Length-grouped training batches (see :class:`LengthGroupedBatchSampler`), trimmed."""
+        sampler = self.batch_sampler(min(batch_size, len(self.train)), seed, rank, world_size)
+        return DataLoader(self.train, batch_sampler=sampler, collate_fn=self.collate_fn, pin_memory=pin_memory,
+                          generator=quiet_generator(seed))
+
+    def eval_loader(self, split: str, batch_size: int, *, shuffle_seed: int | None = None,
+                    drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+        if split not in ("train", "val", "test"):
+            raise DataError(f"unknown split {split!r}; use train, val or test")
+        return DataLoader(getattr(self, split), batch_size, shuffle=shuffle_seed is not None,
+                          generator=quiet_generator(shuffle_seed), drop_last=drop_last, collate_fn=self.collate_fn,
+                          pin_memory=pin_memory)
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.train)}/{len(self.val)}/{len(self.test)} train/val/test texts, "

@@ -9,6 +9,20 @@ from torch import nn
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _image_cache(tmp_path_factory):
+    """Image caches of the tests go to a temporary folder, never to the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("SUPERNAS_CACHE")
+    os.environ["SUPERNAS_CACHE"] = str(tmp_path_factory.mktemp("image-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SUPERNAS_CACHE", None)
+    else:
+        os.environ["SUPERNAS_CACHE"] = old
+
+
 @torch.no_grad()
 def randomise(net: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BN non-trivial statistics/affine params and every kernel transform a non-identity

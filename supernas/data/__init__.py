@@ -1,9 +1,13 @@
-"""Datasets for supernet training: the embedded default (scikit-learn digits), image folders, CIFAR batches.
+"""Datasets for supernet training: the embedded default (scikit-learn digits), image folders in the usual
+layouts (and path,label tables), CIFAR batches.
 
-Nothing is downloaded ever. Every dataset becomes a :class:`DataBundle` of in-memory tensor datasets.
+Nothing is downloaded ever. Every image dataset becomes a :class:`DataBundle` of uint8 splits that stream
+from their files (or a memory-mapped uint8 cache) and are augmented and normalised per batch.
 """
-from .bundle import DataBundle, loaders
+from .batches import AUGMENTS, ImageBatches, SeededBatchSampler
+from .bundle import DataBundle, DatasetPair, TrainingData, loaders
 from .readers import load_cifar, load_digits_bundle, load_image_folder
 from .registry import load_dataset
 
-__all__ = ["DataBundle", "load_cifar", "load_dataset", "load_digits_bundle", "load_image_folder", "loaders"]
+__all__ = ["AUGMENTS", "DataBundle", "DatasetPair", "ImageBatches", "SeededBatchSampler", "TrainingData",
+           "load_cifar", "load_dataset", "load_digits_bundle", "load_image_folder", "loaders"]

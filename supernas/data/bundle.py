@@ -1,44 +1,128 @@
-"""The DataBundle (train/val/test tensor datasets plus shape facts) and its seeded loaders."""
+"""The DataBundle (train/val/test uint8 image splits plus shape facts), the data contract the trainer and
+the evaluator rely on (:class:`TrainingData`), seeded splits and loaders."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
+from .batches import Augment, ImageBatches, SeededBatchSampler, WithBatchSeed
+from .images import ImageDataset
+
+Split = Literal["train", "val", "test"]
+STATS_IMAGES = 5000  # normalisation statistics come from at most this many training images
+
+
+@runtime_checkable
+class TrainingData(Protocol):
+    """What training and measurement need of a dataset (images: :class:`DataBundle`; text:
+    ``supernas.text_data.TextBundle``): the splits, the number of classes and two kinds of loaders."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def train_loader(self, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+                     pin_memory: bool = False) -> DataLoader:
+        """Training batches (augmented, rank ``rank``'s shard); ``loader.batch_sampler.set_epoch(e)``
+        reshuffles for epoch ``e``."""
+
+    def eval_loader(self, split: Split, batch_size: int, *, shuffle_seed: int | None = None,
+                    drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+        """Batches of a split as the model sees it at evaluation (never augmented); ``shuffle_seed``
+        shuffles (BN recalibration on the training split)."""
 
 
 @dataclass
 class DataBundle:
-    """Train/validation/test splits of one image-classification dataset, images as float tensors
-    ``[N, C, H, W]`` normalised with the training split's per-channel mean and std."""
+    """Train/validation/test splits of one image-classification dataset. Images stay uint8 ``[C, H, W]``
+    in the splits (decoded from files, or in a uint8 array) until a batch is formed; batches are
+    augmented (training only, ``augment``) and normalised with the training split's per-channel
+    ``mean``/``std`` (pixel values scaled to [0, 1]). ``workers`` DataLoader processes decode and augment."""
 
     name: str
-    train: TensorDataset
-    val: TensorDataset
-    test: TensorDataset
+    train: ImageDataset
+    val: ImageDataset
+    test: ImageDataset
     num_classes: int
     in_channels: int
     image_size: int
     classes: list[str] = field(default_factory=list)
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    augment: Augment = "none"
+    workers: int = 0
+    layout: str = ""
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.train)}/{len(self.val)}/{len(self.test)} train/val/test images, "
-                f"{self.in_channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes")
+                f"{self.in_channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes"
+                f"{', augment ' + self.augment if self.augment != 'none' else ''}")
+
+    @property
+    def collate_fn(self) -> ImageBatches:
+        return ImageBatches(self.mean, self.std, self.image_size, "none")
+
+    def _options(self, pin_memory: bool, persistent: bool) -> dict[str, Any]:
+        w = self.workers
+        return {"num_workers": w, "pin_memory": pin_memory, "persistent_workers": persistent and w > 0,
+                **({"prefetch_factor": 4} if w > 0 else {})}
+
+    def train_loader(self, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+                     pin_memory: bool = False) -> DataLoader:
+        sampler = SeededBatchSampler(len(self.train), batch_size, seed, rank, world_size)
+        collate = ImageBatches(self.mean, self.std, self.image_size, self.augment)
+        return DataLoader(WithBatchSeed(self.train), batch_sampler=sampler, collate_fn=collate,
+                          generator=quiet_generator(seed), **self._options(pin_memory, persistent=True))
+
+    def eval_loader(self, split: Split, batch_size: int, *, shuffle_seed: int | None = None,
+                    drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+        return DataLoader(_split(self, split), batch_size, shuffle=shuffle_seed is not None,
+                          generator=quiet_generator(shuffle_seed), drop_last=drop_last, collate_fn=self.collate_fn,
+                          **self._options(pin_memory, persistent=False))
 
 
-def resize(images: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Bilinear resize of ``[N, C, H, W]`` float images to ``image_size`` (antialiased when shrinking)."""
-    if images.shape[-1] == image_size and images.shape[-2] == image_size:
-        return images
-    shrink = image_size < max(images.shape[-2:])
-    return torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear",
-                                           align_corners=False, antialias=shrink)
+def _split(data: Any, split: str) -> Dataset:
+    if split not in ("train", "val", "test"):
+        raise DataError(f"unknown split {split!r}; use train, val or test")
+    return getattr(data, split)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (unbiased) std of uint8 ``[N, C, H, W]`` images, pixel values scaled to [0, 1]."""
+    x = images.double().div_(255.0).transpose(0, 1).reshape(images.shape[1], -1)
+    return tuple(x.mean(1).tolist()), tuple(x.std(1).clamp_min(1e-6).tolist())
+
+
+def sample_stats(train: ImageDataset, seed: int, workers: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation statistics of the training split from at most ``STATS_IMAGES`` of its images (a seeded
+    sample; all of them when fewer), the same whether the split streams from files or sits in an array."""
+    if len(train) == 0:
+        raise DataError("the training split has no images")
+    n = len(train)
+    idx = np.arange(n) if n <= STATS_IMAGES else np.sort(np.random.default_rng(seed).choice(n, STATS_IMAGES, False))
+    sub = train.subset(idx)
+    loader = DataLoader(sub, batch_size=500, num_workers=workers if len(sub) > 2000 else 0,
+                        collate_fn=_stack_uint8, generator=quiet_generator())
+    return channel_stats(torch.cat([x for x in loader]))
+
+
+def quiet_generator(seed: int | None = None) -> torch.Generator:
+    """A generator for a DataLoader: its shuffle (given ``seed``) and its workers' base seed come from it, so
+    iterating the loader leaves the global random stream (dropout, sampling) as it was."""
+    return torch.Generator().manual_seed(0 if seed is None else seed)
+
+
+def _stack_uint8(samples: list) -> torch.Tensor:
+    return torch.stack([s[0] for s in samples])
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int
@@ -69,34 +153,56 @@ def _split_indices(idx: np.ndarray, labels: np.ndarray, strat: np.ndarray | None
     return train, val, test
 
 
-def make_bundle(name: str, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], num_classes: int,
-                image_size: int, classes: list[str] | None = None) -> DataBundle:
-    """Resize every split, normalise with the train split's statistics and wrap them as tensor datasets.
-    ``splits`` maps "train"/"val"/"test" to (uint8-range or [0,1] float images [N,C,H,W], int labels)."""
-    x_train = resize(splits["train"][0].float(), image_size)
-    if len(x_train) == 0:
+def make_bundle(name: str, splits: dict[str, ImageDataset], num_classes: int, image_size: int,
+                classes: list[str] | None = None, augment: Augment = "none", workers: int = 0, seed: int = 0,
+                layout: str = "") -> DataBundle:
+    """A bundle of uint8 image splits ("train", "val", "test"), normalised with statistics of the train split."""
+    if len(splits["train"]) == 0:
         raise DataError(f"dataset {name!r} has no training images")
-    mean = x_train.mean(dim=(0, 2, 3))
-    std = x_train.std(dim=(0, 2, 3)).clamp_min(1e-6)
-
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return ((resize(x.float(), image_size) - mean[:, None, None]) / std[:, None, None]).contiguous()
-
-    sets = {k: TensorDataset(norm(x), y.long()) for k, (x, y) in splits.items()}
-    return DataBundle(name, sets["train"], sets["val"], sets["test"], num_classes, x_train.shape[1], image_size,
-                      classes or [str(i) for i in range(num_classes)], tuple(mean.tolist()), tuple(std.tolist()))
+    mean, std = sample_stats(splits["train"], seed, workers)
+    x0, _ = splits["train"][0]
+    return DataBundle(name, splits["train"], splits["val"], splits["test"], num_classes, int(x0.shape[0]),
+                      image_size, classes or [str(i) for i in range(num_classes)], mean, std, augment, workers,
+                      layout)
 
 
-def loaders(bundle: DataBundle, batch_size: int = 64, seed: int = 0, eval_batch_size: int | None = None
+def loaders(data: TrainingData, batch_size: int = 64, seed: int = 0, eval_batch_size: int | None = None
             ) -> tuple[DataLoader, DataLoader, DataLoader]:
-    """(train, val, test) loaders: train shuffled by a seeded generator and without a ragged last batch
-    (batch norm needs more than one sample), val/test in order. A bundle with a ``collate_fn`` (text:
-    trims padding) gets it in all three."""
+    """(train, val, test) evaluation loaders (no augmentation): train shuffled by a seeded generator and
+    without a ragged last batch (batch norm needs more than one sample; BN recalibration draws from it),
+    val/test in order."""
     if batch_size < 1:
         raise DataError(f"batch_size must be positive, got {batch_size}")
-    g = torch.Generator().manual_seed(seed)
     eval_bs = eval_batch_size or max(batch_size, 256)
-    drop = len(bundle.train) > batch_size
-    collate = getattr(bundle, "collate_fn", None)
-    return (DataLoader(bundle.train, batch_size, shuffle=True, generator=g, drop_last=drop, collate_fn=collate),
-            DataLoader(bundle.val, eval_bs, collate_fn=collate), DataLoader(bundle.test, eval_bs, collate_fn=collate))
+    return (data.eval_loader("train", batch_size, shuffle_seed=seed, drop_last=len(data.train) > batch_size),
+            data.eval_loader("val", eval_bs), data.eval_loader("test", eval_bs))
+
+
+def collate_without_seed(samples: list) -> Any:
+    """Default collation of ``(*sample, batch seed)`` items, dropping the seed (plain datasets)."""
+    return torch.utils.data.default_collate([s[:-1] for s in samples])
+
+
+@dataclass
+class DatasetPair:
+    """A ``(train_dataset, val_dataset)`` pair of ready tensors as :class:`TrainingData` (no augmentation,
+    default collation)."""
+
+    train: Dataset
+    val: Dataset | None
+    test: Dataset | None = None
+    num_classes: int = 0  # unknown
+
+    def train_loader(self, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
+                     pin_memory: bool = False) -> DataLoader:
+        sampler = SeededBatchSampler(len(self.train), batch_size, seed, rank, world_size)  # type: ignore[arg-type]
+        return DataLoader(WithBatchSeed(self.train), batch_sampler=sampler, collate_fn=collate_without_seed,
+                          generator=quiet_generator(seed), pin_memory=pin_memory)
+
+    def eval_loader(self, split: Split, batch_size: int, *, shuffle_seed: int | None = None,
+                    drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+        ds = _split(self, split)
+        if ds is None:
+            ds = torch.utils.data.TensorDataset(torch.zeros(0))
+        return DataLoader(ds, batch_size, shuffle=shuffle_seed is not None, generator=quiet_generator(shuffle_seed),
+                          drop_last=drop_last, pin_memory=pin_memory)

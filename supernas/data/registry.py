@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..errors import DataError
 from .bundle import DataBundle
@@ -19,18 +20,22 @@ def _guess_kind(path: Path) -> str:
 
 
 def load_dataset(name_or_path: str | Path = "digits", kind: str | None = None, image_size: int | None = None,
-                 seed: int = 0, channels: int = 3) -> DataBundle:
-    """Load ``"digits"`` (the embedded default), an image-folder tree or a CIFAR batch folder.
-    ``kind`` ("digits", "folder", "cifar") is guessed from the path when omitted; ``image_size`` defaults
-    to 16 for digits, 32 for CIFAR and the first image's size for folders; ``channels`` applies to folders."""
+                 seed: int = 0, channels: int = 3, augment: str = "none", **folder: Any) -> DataBundle:
+    """Load ``"digits"`` (the embedded default), an image folder / ``path,label`` table (any layout of
+    ``supernas.data.layouts``) or a CIFAR batch folder. ``kind`` ("digits", "folder", "cifar") is guessed
+    from the path when omitted; ``image_size`` defaults to 16 for digits, 32 for CIFAR and the first
+    image's size for folders; ``channels`` and the keyword arguments of ``load_image_folder``
+    (``workers``, ``cache``, ``cache_dir``, ``val_fraction``, ``progress``) apply to folders;
+    ``augment`` (none, standard, strong) to the training batches of every kind."""
     if kind is not None and kind not in KINDS:
         raise DataError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
     if kind == "digits" or (kind is None and str(name_or_path) == "digits"):
-        return load_digits_bundle(image_size or DIGITS_IMAGE_SIZE, seed)
+        return load_digits_bundle(image_size or DIGITS_IMAGE_SIZE, seed, augment=augment)
     path = Path(name_or_path)
     if not path.exists():
-        raise DataError(f"dataset {str(name_or_path)!r} not found: neither 'digits' nor an existing folder")
+        raise DataError(f"dataset {str(name_or_path)!r} not found: neither 'digits' nor an existing folder or file")
     kind = kind or _guess_kind(path)
     if kind == "cifar":
-        return load_cifar(path, image_size or 32, seed)
-    return load_image_folder(path, image_size, channels, seed)
+        return load_cifar(path, image_size or 32, seed, folder.get("val_fraction", 0.1), augment=augment,
+                          workers=folder.get("workers") or 0)
+    return load_image_folder(path, image_size, channels, seed, augment=augment, **folder)

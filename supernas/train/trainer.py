@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..data import DatasetPair, TrainingData
 from ..errors import CheckpointError
 from ..supernets import Supernet
 from . import distributed as D
@@ -43,12 +43,13 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
-def _datasets(data: Any) -> tuple[Dataset, Dataset | None]:
-    if hasattr(data, "train") and hasattr(data, "val"):
-        return data.train, data.val
+def _training_data(data: Any) -> TrainingData:
+    if isinstance(data, TrainingData):
+        return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1]
-    raise TrainingError("data must be a DataBundle (from supernas.data) or a (train_dataset, val_dataset) pair")
+        return DatasetPair(data[0], data[1])
+    raise TrainingError("data must be a DataBundle (from supernas.data), a TextBundle or a (train_dataset, "
+                        "val_dataset) pair")
 
 
 def make_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -116,6 +117,48 @@ class _Log:
             self.tb.flush()
 
 
+class _Speed:
+    """Training images per second, and the projected wall time of the whole training from the first steps
+    (step 0 is left out: it pays for DataLoader start-up and first-call overheads)."""
+
+    FIRST, LAST = 1, 6
+
+    def __init__(self, images_per_step: int, steps_left: int) -> None:
+        self.per_step, self.steps_left = images_per_step, steps_left
+        self.marks: dict[int, float] = {}
+        self.epoch_t0, self.epoch_steps = time.perf_counter(), 0
+
+    def new_epoch(self) -> None:
+        self.epoch_t0, self.epoch_steps = time.perf_counter(), 0
+
+    def step(self, done: int) -> str | None:
+        """Record that ``done`` steps of this training (not of the epoch) are done; returns the projection
+        line once, when it is known."""
+        self.epoch_steps += 1
+        if done in (self.FIRST, self.LAST):
+            self.marks[done] = time.perf_counter()
+        if done == self.LAST or (done == self.steps_left and self.FIRST in self.marks and self.LAST not in self.marks):
+            first, last = self.FIRST, max(self.marks)
+            if last <= first:
+                return None
+            rate = (last - first) * self.per_step / (self.marks[last] - self.marks[first])
+            total = self.steps_left * self.per_step / rate
+            return (f"speed: {rate:,.0f} training images/s over steps {first + 1}-{last}; projected training time "
+                    f"{_duration(total)} for {self.steps_left:,} steps (validation not included)")
+        return None
+
+    @property
+    def epoch_rate(self) -> float:
+        dt = time.perf_counter() - self.epoch_t0
+        return self.epoch_steps * self.per_step / dt if dt > 0 else 0.0
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min" if h else (f"{m} min {s:02d} s" if m else f"{s} s")
+
+
 def _progress(enabled: bool, total: int):
     if not enabled:
         return contextlib.nullcontext(None)
@@ -129,7 +172,8 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
           log_path: str | Path | None = None, teacher: torch.nn.Module | None = None, **overrides: Any) -> TrainResult:
     """Train ``net`` on ``data`` (a DataBundle or a (train, val) dataset pair); settings come from
     ``config`` and keyword overrides (see :class:`TrainConfig`). ``batch_size`` is per process.
-    ``data`` may bring its own ``collate_fn`` and ``batch_sampler(batch_size, seed=, rank=, world_size=)``.
+    ``data`` is any :class:`~supernas.data.TrainingData`: its ``train_loader`` gives the (augmented,
+    per-rank) training batches, its ``eval_loader`` the batches for BN recalibration and validation.
     With a (frozen) ``teacher`` model, the students distil from its predictions instead of the largest's.
 
     With ``checkpoint_dir`` an atomic checkpoint ``last.pt`` and ``metrics.jsonl`` are written after every
@@ -143,7 +187,8 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
         torch.set_num_threads(cfg.num_threads)
     device = _device(cfg)
     info = D.setup(device)
-    train_ds, val_ds = _datasets(data)
+    data = _training_data(data)
+    train_ds, val_ds = data.train, data.val
     if len(train_ds) < 2:
         raise TrainingError(f"the training set has {len(train_ds)} examples; need at least 2")
     use_amp = cfg.amp and device.type == "cuda"
@@ -154,18 +199,12 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
     if teacher is not None:
         teacher.to(device).eval()
     model = D.wrap(net, info, device)
-    collate = getattr(data, "collate_fn", None)  # data-specific batching (text: dynamic padding, length buckets)
-    if hasattr(data, "batch_sampler"):
-        sampler = data.batch_sampler(cfg.batch_size, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
-        bs = min(cfg.batch_size, len(train_ds))
-        loader = DataLoader(train_ds, batch_sampler=sampler, collate_fn=collate)
-    else:
-        sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                     seed=cfg.seed, drop_last=True)
-        bs = min(cfg.batch_size, len(sampler))
-        loader = DataLoader(train_ds, batch_size=bs, sampler=sampler, drop_last=len(sampler) > bs, collate_fn=collate)
-    calib = DataLoader(train_ds, batch_size=bs, collate_fn=collate)
-    val = DataLoader(val_ds, batch_size=256, collate_fn=collate) if val_ds is not None and len(val_ds) else None
+    loader = data.train_loader(cfg.batch_size, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
+                               pin_memory=device.type == "cuda")
+    sampler = loader.batch_sampler
+    bs = sampler.batch_size
+    calib = data.eval_loader("train", bs)
+    val = data.eval_loader("val", 256) if val_ds is not None and len(val_ds) else None
     steps = len(loader)
     if steps == 0:
         raise TrainingError(f"the training set has {len(train_ds)} examples: not one batch of {cfg.batch_size}")
@@ -199,7 +238,9 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
     with _progress(progress and info.is_main, (cfg.epochs - start) * steps) as bar:
         task = bar.add_task("train", total=(cfg.epochs - start) * steps, info="") if bar else None
+        speed, done = _Speed(bs * info.world_size, (cfg.epochs - start) * steps), 0
         for epoch in range(start, cfg.epochs):
+            speed.new_epoch()
             phase = phase_at(phases, epoch)
             sampler.set_epoch(epoch)
             net.train()
@@ -218,13 +259,18 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
                 scaler.update()
                 sched.step()
                 sums = [a + b for a, b in zip(sums, losses)] if sums else list(losses)
+                done += 1
+                projection = speed.step(done)
                 if bar:
+                    if projection and info.is_main:
+                        bar.console.print(projection)
                     bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} {phase.name}",
-                               info=f"loss {losses[0]:.3f}")
+                               info=f"loss {losses[0]:.3f} · {speed.epoch_rate:,.0f} img/s")
             row: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "lr": opt.param_groups[0]["lr"],
                                    "loss_largest": D.all_reduce_mean(sums[0] / steps, info),
                                    "loss_others": D.all_reduce_mean(sum(sums[1:]) / steps / max(len(sums) - 1, 1), info),
-                                   "epoch_s": time.perf_counter() - t_epoch}
+                                   "epoch_s": time.perf_counter() - t_epoch,
+                                   "images_per_s": speed.epoch_rate}
             last = epoch == cfg.epochs - 1
             if val is not None and info.is_main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
                 for name, sub in (("largest", phase.space.largest()), ("smallest", phase.space.smallest())):

@@ -1,0 +1,132 @@
+"""Batches of images: uint8 samples stacked, augmented (kornia, on the whole batch) and normalised.
+
+Augmentation (``augment``):
+
+- ``none``: nothing (validation, test and BN recalibration always see this);
+- ``standard``: small images (<= 64 px) are zero-padded by 1/8 of their side and randomly cropped back,
+  large ones random-resized-cropped (scale 0.08-1); then a horizontal flip with probability 0.5;
+- ``strong``: standard, then TrivialAugment (RGB images) and random erasing (p 0.25).
+
+Stored large images (``images.stored_size``) are centre-cropped to the input size when not augmented.
+
+The training batches of a split come from :class:`SeededBatchSampler`: a shard of a seeded shuffle per
+rank (each epoch reshuffled), and one random seed per batch derived from (seed, epoch, rank, batch
+number); the batch's augmentation draws from that seed alone, so the same seed gives the same batches
+whatever the number of DataLoader workers, and a resumed run sees the batches it would have seen.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Literal, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+
+from ..errors import DataError
+
+AUGMENTS = ("none", "standard", "strong")
+Augment = Literal["none", "standard", "strong"]
+
+
+def _augmentation(kind: str, image_size: int, stored: int, channels: int) -> torch.nn.Module | None:
+    if kind == "none":
+        return None
+    import kornia.augmentation as K
+
+    if stored <= 64 and stored == image_size:
+        crop = K.RandomCrop((image_size, image_size), padding=max(image_size // 8, 1))
+    else:
+        crop = K.RandomResizedCrop((image_size, image_size))
+    ops: list[torch.nn.Module] = [crop, K.RandomHorizontalFlip()]
+    if kind == "strong":
+        if channels == 3:
+            ops.append(K.auto.TrivialAugment())
+        ops.append(K.RandomErasing(p=0.25))
+    return K.AugmentationSequential(*ops)
+
+
+class ImageBatches:
+    """Collate function: ``[(uint8 [C,H,W], label[, seed]), ...]`` -> ``(float [B,C,h,w], labels)``,
+    augmented as ``augment`` says (seeded by the samples' batch seed when they carry one) and
+    normalised with ``mean``/``std`` (per channel, pixel values scaled to [0, 1]). Picklable, so it runs
+    in DataLoader worker processes."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], image_size: int, augment: Augment = "none"
+                 ) -> None:
+        if augment not in AUGMENTS:
+            raise DataError(f"unknown augmentation {augment!r}; known: {', '.join(AUGMENTS)}")
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.image_size, self.augment = image_size, augment
+        self._ops: torch.nn.Module | None = None
+        self._built = False
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_ops": None, "_built": False}  # kornia modules are rebuilt where used
+
+    def _transform(self, x: torch.Tensor, seed: int | None) -> torch.Tensor:
+        if not self._built:
+            self._ops = _augmentation(self.augment, self.image_size, x.shape[-1], x.shape[1])
+            self._built = True
+        if self._ops is not None:
+            with torch.random.fork_rng(devices=[]):  # the caller's random stream is left untouched
+                if seed is not None:
+                    torch.manual_seed(seed)
+                x = self._ops(x)
+        elif x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:  # stored larger: centre crop
+            top, left = (x.shape[-2] - self.image_size) // 2, (x.shape[-1] - self.image_size) // 2
+            x = x[..., top: top + self.image_size, left: left + self.image_size]
+        return x
+
+    def __call__(self, samples: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.stack([s[0] for s in samples]).float().div_(255.0)
+        y = torch.tensor([int(s[1]) for s in samples], dtype=torch.long)
+        seed = int(samples[0][2]) if len(samples[0]) > 2 else None
+        x = self._transform(x, seed)
+        return ((x - self.mean) / self.std).contiguous(), y
+
+
+class WithBatchSeed(Dataset):
+    """``ds[(i, seed)]`` = ``(*ds[i], seed)``: carries the batch seed of :class:`SeededBatchSampler` to the
+    collate function."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple:
+        i, seed = item
+        return (*self.dataset[i], seed)
+
+
+class SeededBatchSampler(Sampler):
+    """Batches of ``(index, batch seed)`` pairs: rank ``rank`` of ``world_size`` takes its shard of a
+    seeded shuffle (``DistributedSampler``, drop_last: every rank the same number of batches), cut into
+    ``batch_size`` batches (a ragged last batch is dropped when there is more than one batch)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise DataError(f"batch_size must be positive, got {batch_size}")
+        if size < world_size:
+            raise DataError(f"{size} training examples cannot be shared by {world_size} processes")
+        self.shard = DistributedSampler(range(size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
+                                        drop_last=True)
+        self.batch_size = min(batch_size, len(self.shard))
+        self.seed, self.rank, self.epoch = seed, rank, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.shard.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.shard)
+        return n // self.batch_size if n > self.batch_size else 1
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = list(self.shard)
+        seeds = np.random.SeedSequence([self.seed, self.epoch, self.rank]).generate_state(len(self))
+        for b in range(len(self)):
+            batch = order[b * self.batch_size: (b + 1) * self.batch_size]
+            yield [(i, int(seeds[b])) for i in batch]
