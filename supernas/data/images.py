@@ -63,13 +63,14 @@ class ArrayImages(ImageDataset):
     """Images in a uint8 array ``[N, C, H, W]``; a memory-mapped array is pickled by its file name (Ray
     workers and DataLoader processes reopen it instead of copying it)."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, path: str | None = None) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, path: str | None = None,
+                 rows: np.ndarray | None = None) -> None:
         if images.dtype != np.uint8 or images.ndim != 4:
             raise DataError(f"image arrays must be uint8 [N, C, H, W], got {images.dtype} {images.shape}")
-        if len(images) != len(labels):
-            raise DataError(f"{len(images)} images but {len(labels)} labels")
+        if (len(images) if rows is None else len(rows)) != len(labels):
+            raise DataError(f"{len(images) if rows is None else len(rows)} images but {len(labels)} labels")
         self.images, self.labels, self.path = images, np.asarray(labels, dtype=np.int64), path
-        self._rows: np.ndarray | None = None  # a subset of a memory-mapped file: its row numbers
+        self._rows = rows  # a subset of a memory-mapped file: its row numbers
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         row = int(self._rows[i]) if self._rows is not None else int(i)
@@ -79,9 +80,7 @@ class ArrayImages(ImageDataset):
         idx = np.asarray(indices, dtype=np.int64)
         if self.path is None:
             return ArrayImages(self.images[idx], self.labels[idx])
-        out = ArrayImages(self.images, self.labels[idx], self.path)
-        out._rows = idx if self._rows is None else self._rows[idx]
-        return out
+        return ArrayImages(self.images, self.labels[idx], self.path, idx if self._rows is None else self._rows[idx])
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -113,11 +113,11 @@ def _peak_mem(ctx: MeasureContext) -> float:
 # --------------------------------------------------------------------------------- evaluator
 def _loaders_from(data: Any) -> tuple[Any, Any]:
     """(calibration, evaluation) loaders from a ``DataBundle`` or a ``(train, val)`` pair of loaders."""
+    from ..data import TrainingData, loaders  # data is an earlier stage than measure
+
     if isinstance(data, (tuple, list)) and len(data) >= 2:
         return data[0], data[1]
-    if hasattr(data, "train") and hasattr(data, "val"):
-        from ..data import loaders  # data is an earlier stage than measure
-
+    if isinstance(data, TrainingData):
         train, val, _ = loaders(data)
         return train, val
     raise ConfigError(f"data must be a DataBundle or a (train_loader, val_loader) pair, got {type(data).__name__}")

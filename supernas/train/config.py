@@ -48,6 +48,9 @@ class TrainConfig(BaseModel):
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: leave as is)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
+    channels_last: bool = Field(
+        True, description="train with NHWC activations and weights (about 2x faster convolutions on CPUs "
+                          "and on GPUs with AMP); the trained weights are returned in the usual layout")
     eval_every: int = Field(1, ge=0, description="validate largest/smallest every N epochs (0: never)")
     bn_calib_batches: int = Field(10, ge=1)
 

@@ -195,9 +195,10 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
     torch.manual_seed(cfg.seed)
     if cfg.zero_init_residual:  # on resume the checkpoint's weights replace these
         zero_init_residual(net)
-    net.to(device).train()
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    net.to(device, memory_format=layout).train()
     if teacher is not None:
-        teacher.to(device).eval()
+        teacher.to(device, memory_format=layout).eval()
     model = D.wrap(net, info, device)
     loader = data.train_loader(cfg.batch_size, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
                                pin_memory=device.type == "cuda")
@@ -248,6 +249,8 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
             t_epoch = time.perf_counter()
             for step, (x, y) in enumerate(loader):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if x.dim() == 4:
+                    x = x.contiguous(memory_format=layout)
                 cfgs = step_configs(phase.space, cfg.rule, cfg.num_random, step_rng(cfg.seed, epoch, step),
                                     cfg.sampler)
                 opt.zero_grad(set_to_none=True)
@@ -284,6 +287,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng_state(),
                     "epoch": epoch, "config": cfg.model_dump(), "history": result.history})
             D.barrier(info)
+    net.to(memory_format=torch.contiguous_format)  # what extraction, export and checkpoints expect
     net.set_active(net.space.largest())
     net.eval()
     result.elapsed_s = time.perf_counter() - t0
