@@ -16,7 +16,7 @@ from .config import RunConfig, TextDataSection
 from .errors import CheckpointError, ConfigError, DataError
 from .supernets import Supernet, create_supernet
 from .supernets.hf_bert import load_hf_bert, load_hf_tokenizer, read_hf_config, resolve_pretrained
-from .text_data import TextBundle, load_text_bundle
+from .data.text import TextBundle, load_text_bundle
 
 DEV_NAMES = ("dev", "validation", "valid", "val")
 

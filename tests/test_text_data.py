@@ -8,7 +8,7 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 
 from supernas.errors import DataError
-from supernas.text_data import read_text_classification, text_tensor_dataset, tokenize_texts
+from supernas.data.text import read_text_classification, text_tensor_dataset, tokenize_texts
 
 SST2 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "sst2"
 

@@ -13,7 +13,7 @@ import yaml
 from cli_helpers import assert_one_line as one_line, cli
 import supernas.train.trainer as trainer_module
 from supernas.errors import DataError
-from supernas.text_data import LengthGroupedBatchSampler, TrimCollate, load_text_bundle
+from supernas.data.text import LengthGroupedBatchSampler, TrimCollate, load_text_bundle
 from text_fixtures import (TINY_BERT, random_hf_tensors, sentences, text_run_file, write_hf_folder, write_tokenizer,
                            write_tsv)
 

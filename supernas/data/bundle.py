@@ -21,7 +21,7 @@ STATS_IMAGES = 5000  # normalisation statistics come from at most this many trai
 @runtime_checkable
 class TrainingData(Protocol):
     """What training and measurement need of a dataset (images: :class:`DataBundle`; text:
-    ``supernas.text_data.TextBundle``): the splits, the number of classes and two kinds of loaders."""
+    ``supernas.data.text.TextBundle``): the splits, the number of classes and two kinds of loaders."""
 
     train: Dataset
     val: Dataset

@@ -8,7 +8,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -123,24 +123,25 @@ class _Speed:
 
     FIRST, LAST = 1, 6
 
-    def __init__(self, images_per_step: int, steps_left: int) -> None:
-        self.per_step, self.steps_left = images_per_step, steps_left
+    def __init__(self, images_per_step: int, steps_left: int, clock: Callable[[], float] = time.perf_counter
+                 ) -> None:
+        self.per_step, self.steps_left, self.clock = images_per_step, steps_left, clock
         self.marks: dict[int, float] = {}
-        self.epoch_t0, self.epoch_steps = time.perf_counter(), 0
+        self.epoch_t0, self.epoch_steps = clock(), 0
 
     def new_epoch(self) -> None:
-        self.epoch_t0, self.epoch_steps = time.perf_counter(), 0
+        self.epoch_t0, self.epoch_steps = self.clock(), 0
 
     def step(self, done: int) -> str | None:
         """Record that ``done`` steps of this training (not of the epoch) are done; returns the projection
         line once, when it is known."""
         self.epoch_steps += 1
-        if done in (self.FIRST, self.LAST):
-            self.marks[done] = time.perf_counter()
-        if done == self.LAST or (done == self.steps_left and self.FIRST in self.marks and self.LAST not in self.marks):
-            first, last = self.FIRST, max(self.marks)
-            if last <= first:
-                return None
+        last = min(self.LAST, self.steps_left)
+        if done not in (self.FIRST, last):
+            return None
+        self.marks[done] = self.clock()
+        if done == last and last > self.FIRST and self.marks[last] > self.marks[self.FIRST]:
+            first = self.FIRST
             rate = (last - first) * self.per_step / (self.marks[last] - self.marks[first])
             total = self.steps_left * self.per_step / rate
             return (f"speed: {rate:,.0f} training images/s over steps {first + 1}-{last}; projected training time "
@@ -149,7 +150,7 @@ class _Speed:
 
     @property
     def epoch_rate(self) -> float:
-        dt = time.perf_counter() - self.epoch_t0
+        dt = self.clock() - self.epoch_t0
         return self.epoch_steps * self.per_step / dt if dt > 0 else 0.0
 
 

@@ -20,8 +20,8 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, TensorDataset
 
-from .data.bundle import quiet_generator
-from .errors import DataError
+from .bundle import quiet_generator
+from ..errors import DataError
 
 
 @dataclass
