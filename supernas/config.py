@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .data.batches import Augment
 from .errors import ConfigError, validation_problem
 from .measure.targets import TargetSpec, make_target
 from .train import TrainConfig
@@ -83,7 +84,7 @@ class DataSection(Section):
     kind: Literal["digits", "folder", "cifar", "text"] | None = None
     image_size: int | None = Field(default=None, gt=0, le=4096)
     channels: Literal[1, 3] | None = None
-    augment: Literal["none", "standard", "strong"] | None = Field(
+    augment: Augment | None = Field(
         None, description="training batches: none, standard (pad+crop or random-resized-crop, flip), strong "
                           "(+ TrivialAugment, random erasing); default: none for digits, standard otherwise")
     workers: int | None = Field(None, ge=0, le=256, description="DataLoader processes that decode and augment "

@@ -16,7 +16,7 @@ whatever the number of DataLoader workers, and a resumed run sees the batches it
 """
 from __future__ import annotations
 
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Literal, Sequence, get_args
 
 import numpy as np
 import torch
@@ -24,8 +24,8 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from ..errors import DataError
 
-AUGMENTS = ("none", "standard", "strong")
 Augment = Literal["none", "standard", "strong"]
+AUGMENTS: tuple[str, ...] = get_args(Augment)
 
 
 def _augmentation(kind: str, image_size: int, stored: int, channels: int) -> torch.nn.Module | None:

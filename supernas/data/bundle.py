@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
 from .batches import Augment, ImageBatches, SeededBatchSampler, WithBatchSeed
-from .images import ImageDataset
+from .images import ImageDataset, stack_images
 
 Split = Literal["train", "val", "test"]
 STATS_IMAGES = 5000  # normalisation statistics come from at most this many training images
@@ -85,15 +85,21 @@ class DataBundle:
 
     def eval_loader(self, split: Split, batch_size: int, *, shuffle_seed: int | None = None,
                     drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
-        return DataLoader(_split(self, split), batch_size, shuffle=shuffle_seed is not None,
-                          generator=quiet_generator(shuffle_seed), drop_last=drop_last, collate_fn=self.collate_fn,
-                          **self._options(pin_memory, persistent=False))
+        return split_loader(self, split, batch_size, shuffle_seed, drop_last, self.collate_fn,
+                            **self._options(pin_memory, persistent=False))
 
 
-def _split(data: Any, split: str) -> Dataset:
+def split_loader(data: Any, split: str, batch_size: int, shuffle_seed: int | None = None, drop_last: bool = False,
+                 collate_fn: Any = None, **options: Any) -> DataLoader:
+    """The ``eval_loader`` of every :class:`TrainingData`: split ``split`` of ``data`` in order (shuffled
+    by ``shuffle_seed`` when given) with its own generator; ``options`` go to the DataLoader."""
     if split not in ("train", "val", "test"):
         raise DataError(f"unknown split {split!r}; use train, val or test")
-    return getattr(data, split)
+    ds = getattr(data, split)
+    if ds is None:
+        ds = torch.utils.data.TensorDataset(torch.zeros(0))
+    return DataLoader(ds, batch_size, shuffle=shuffle_seed is not None, generator=quiet_generator(shuffle_seed),
+                      drop_last=drop_last, collate_fn=collate_fn, **options)
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -111,7 +117,7 @@ def sample_stats(train: ImageDataset, seed: int, workers: int = 0) -> tuple[tupl
     idx = np.arange(n) if n <= STATS_IMAGES else np.sort(np.random.default_rng(seed).choice(n, STATS_IMAGES, False))
     sub = train.subset(idx)
     loader = DataLoader(sub, batch_size=500, num_workers=workers if len(sub) > 2000 else 0,
-                        collate_fn=_stack_uint8, generator=quiet_generator())
+                        collate_fn=stack_images, generator=quiet_generator())
     return channel_stats(torch.cat([x for x in loader]))
 
 
@@ -119,10 +125,6 @@ def quiet_generator(seed: int | None = None) -> torch.Generator:
     """A generator for a DataLoader: its shuffle (given ``seed``) and its workers' base seed come from it, so
     iterating the loader leaves the global random stream (dropout, sampling) as it was."""
     return torch.Generator().manual_seed(0 if seed is None else seed)
-
-
-def _stack_uint8(samples: list) -> torch.Tensor:
-    return torch.stack([s[0] for s in samples])
 
 
 def stratified_split(labels: np.ndarray, fractions: tuple[float, float], seed: int
@@ -201,8 +203,4 @@ class DatasetPair:
 
     def eval_loader(self, split: Split, batch_size: int, *, shuffle_seed: int | None = None,
                     drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
-        ds = _split(self, split)
-        if ds is None:
-            ds = torch.utils.data.TensorDataset(torch.zeros(0))
-        return DataLoader(ds, batch_size, shuffle=shuffle_seed is not None, generator=quiet_generator(shuffle_seed),
-                          drop_last=drop_last, pin_memory=pin_memory)
+        return split_loader(self, split, batch_size, shuffle_seed, drop_last, pin_memory=pin_memory)

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import DataError
-from .images import ArrayImages, FileImages
+from .images import ArrayImages, FileImages, stack_images
 
 CACHE_VERSION = 1
 
@@ -38,10 +38,6 @@ def fingerprint(paths: Sequence[str], labels: np.ndarray, size: int, channels: i
             raise DataError(f"image file {p} cannot be read (it vanished or is not accessible)") from None
         h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
     return h.hexdigest()[:24]
-
-
-def _collate(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.stack([s[0] for s in samples]), torch.tensor([s[1] for s in samples])
 
 
 def cached_split(files: FileImages, cache_dir: Path, tag: str, workers: int = 0, progress: bool = True
@@ -65,14 +61,15 @@ def cached_split(files: FileImages, cache_dir: Path, tag: str, workers: int = 0,
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                     shape=(len(files), files.channels, files.size, files.size))
-    loader = DataLoader(files, batch_size=256, num_workers=workers, collate_fn=_collate, generator=torch.Generator())
+    loader = DataLoader(files, batch_size=256, num_workers=workers, collate_fn=stack_images,
+                        generator=torch.Generator())
     done = 0
     if progress:
         from rich.progress import track
         batches = track(loader, total=len(loader), description=f"caching {tag} ({len(files)} images)")
     else:
         batches = loader
-    for x, _ in batches:
+    for x in batches:
         out[done: done + len(x)] = x.numpy()
         done += len(x)
     out.flush()

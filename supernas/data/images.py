@@ -111,7 +111,6 @@ class FileImages(ImageDataset):
         return FileImages(list(self.paths[idx]), self.labels[idx], self.channels, self.size)
 
 
-def image_shape(ds: ImageDataset) -> tuple[int, int]:
-    """(channels, side) of a non-empty split, from its first image."""
-    x, _ = ds[0]
-    return int(x.shape[0]), int(x.shape[-1])
+def stack_images(samples: Sequence[tuple]) -> torch.Tensor:
+    """Collate function: the uint8 images of ``(image, label, ...)`` samples as one ``[B, C, H, W]`` tensor."""
+    return torch.stack([s[0] for s in samples])

@@ -13,7 +13,7 @@ CIFAR python batches are read by ``readers.load_cifar``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ class FileSplits:
     val: tuple[list[str], np.ndarray] | None = None
     test: tuple[list[str], np.ndarray] | None = None
     layout: str = ""
-    files: list[str] = field(default_factory=list)
 
 
 def expected_layouts() -> str:
@@ -119,7 +118,7 @@ def _read_table(path: Path) -> FileSplits:
     train = pick("train")
     if train is None:
         raise DataError(f"{path}: no rows of the train split")
-    return FileSplits(classes, train, pick("val"), pick("test"), layout="table", files=paths)
+    return FileSplits(classes, train, pick("val"), pick("test"), layout="table")
 
 
 def index_folder(root: str | Path) -> FileSplits:
@@ -143,9 +142,8 @@ def index_folder(root: str | Path) -> FileSplits:
                 p, y, _ = index_class_tree(folder, classes, require_all=False)
                 splits[name] = (p, y)
         layout = "train+val" if "val" in splits else ("train+test" if "test" in splits else "train")
-        files = tr_paths + sum((v[0] for v in splits.values()), [])
-        return FileSplits(classes, train, splits.get("val"), splits.get("test"), layout, files)
+        return FileSplits(classes, train, splits.get("val"), splits.get("test"), layout)
     if val_dir is not None:
         raise DataError(f"{root} has {val_dir.name}/ but no train/; expected one of: {expected_layouts()}")
     paths, labels, classes = index_class_tree(root)
-    return FileSplits(classes, (paths, labels), layout="classes", files=paths)
+    return FileSplits(classes, (paths, labels), layout="classes")

@@ -20,7 +20,7 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, TensorDataset
 
-from .bundle import quiet_generator
+from .bundle import quiet_generator, split_loader
 from ..errors import DataError
 
 
@@ -253,11 +253,7 @@ class TextBundle:
 
     def eval_loader(self, split: str, batch_size: int, *, shuffle_seed: int | None = None,
                     drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
-        if split not in ("train", "val", "test"):
-            raise DataError(f"unknown split {split!r}; use train, val or test")
-        return DataLoader(getattr(self, split), batch_size, shuffle=shuffle_seed is not None,
-                          generator=quiet_generator(shuffle_seed), drop_last=drop_last, collate_fn=self.collate_fn,
-                          pin_memory=pin_memory)
+        return split_loader(self, split, batch_size, shuffle_seed, drop_last, self.collate_fn, pin_memory=pin_memory)
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.train)}/{len(self.val)}/{len(self.test)} train/val/test texts, "

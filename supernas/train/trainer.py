@@ -149,8 +149,12 @@ class _Speed:
         return None
 
     @property
+    def epoch_seconds(self) -> float:
+        return self.clock() - self.epoch_t0
+
+    @property
     def epoch_rate(self) -> float:
-        dt = self.clock() - self.epoch_t0
+        dt = self.epoch_seconds
         return self.epoch_steps * self.per_step / dt if dt > 0 else 0.0
 
 
@@ -247,7 +251,6 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
             sampler.set_epoch(epoch)
             net.train()
             sums: list[float] = []
-            t_epoch = time.perf_counter()
             for step, (x, y) in enumerate(loader):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if x.dim() == 4:
@@ -273,7 +276,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
             row: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "lr": opt.param_groups[0]["lr"],
                                    "loss_largest": D.all_reduce_mean(sums[0] / steps, info),
                                    "loss_others": D.all_reduce_mean(sum(sums[1:]) / steps / max(len(sums) - 1, 1), info),
-                                   "epoch_s": time.perf_counter() - t_epoch,
+                                   "epoch_s": speed.epoch_seconds,
                                    "images_per_s": speed.epoch_rate}
             last = epoch == cfg.epochs - 1
             if val is not None and info.is_main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
