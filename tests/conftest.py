@@ -54,3 +54,13 @@ def small_resnet():
     net = sn.create_supernet("resnet", num_classes=10, image_size=16, small_input=True,
                              base_depths=(1, 1, 1, 1), depth_deltas=(0, 1), width_mults=(0.25, 0.5))
     return randomise(net).eval()
+
+
+@pytest.fixture(scope="session")
+def small_basic_resnet():
+    import supernas as sn
+    torch.manual_seed(0)
+    net = sn.create_supernet("resnet", num_classes=10, image_size=16, small_input=True, block="basic",
+                             base_depths=(1, 1, 1, 1), depth_deltas=(0, 1), width_mults=(0.25, 0.5),
+                             stage_widths=(32, 64, 128, 256), stem_width=32)
+    return randomise(net).eval()

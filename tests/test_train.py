@@ -123,6 +123,21 @@ def test_zero_init_residual_makes_deeper_sub_networks_start_like_shallower_ones(
     assert zero_init_residual(static) == 6  # extracted static networks have the same blocks
 
 
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+def test_zero_init_residual_covers_every_resnet_block(block):
+    net = sn.create_supernet("resnet", num_classes=3, image_size=8, small_input=True, base_depths=(1, 1, 1, 1),
+                             depth_deltas=(0, 1), width_mults=(0.25, 0.5), block=block).train()
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    deep = dict(net.space.largest())
+    shallow = net.space.validate({**deep, **{k: 1 for k in deep if k.endswith(".depth")}})
+    assert zero_init_residual(net) == 8  # every block, the projecting first blocks included
+    outs = []
+    for cfg in (deep, shallow):
+        net.set_active(cfg)
+        outs.append(net(x))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+
+
 def test_training_applies_zero_init_residual_only_when_asked(tiny_data):
     def residual_scales(net):
         return [float(m.project_bn.weight.detach().abs().max()) for m in net.modules()

@@ -6,9 +6,21 @@ plain ``torch.nn`` module computing exactly what the op computes with that shape
 """
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@runtime_checkable
+class ResidualBlock(Protocol):
+    """A block whose main path is added to a skip path when ``residual`` is true; ``last_norm()`` is the
+    normalisation that closes the main path (zeroed by zero-init-residual so the block starts as the skip)."""
+
+    residual: bool
+
+    def last_norm(self) -> nn.Module: ...
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:

@@ -43,6 +43,9 @@ class MBConv(nn.Module):
         self.project = nn.Sequential(nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
         self.residual = stride == 1 and cin == cout
 
+    def last_norm(self) -> nn.Module:
+        return self.project[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.se(self.dw(self.expand(x))))
         return x + y if self.residual else y
@@ -83,6 +86,9 @@ class ElasticMBConv(nn.Module):
 
     def mid(self, expand_ratio: float) -> int:
         return make_divisible(round(self.cin * expand_ratio))
+
+    def last_norm(self) -> nn.Module:
+        return self.project_bn
 
     def set_active(self, kernel: int, expand_ratio: float) -> None:
         self.dw.active_kernel = kernel

@@ -1,14 +1,18 @@
-"""``resnet``: bottleneck ResNet space (Once-for-All ResNet choices on a torchvision-style network).
+"""``resnet``: ResNet space (Once-for-All ResNet choices on a torchvision-style network).
 
 Per stage: depth = base + delta (defaults: base 2/2/4/2, delta in {0,1,2}), output width multiplier in
-{0.65, 0.8, 1.0}; per block: bottleneck expand ratio in {0.2, 0.25, 0.35} (hidden = out x ratio).
-The stem width is elastic too. Preset ``resnet50`` (depths 3/4/6/3, ratio 0.25, width 1.0) is exactly
-torchvision's ResNet-50 (v1.5: stride on the 3x3 conv).
+{0.65, 0.8, 1.0}; per block: expand ratio (hidden = out x ratio). The stem width is elastic too.
+``block="bottleneck"`` (default; ratios {0.2, 0.25, 0.35}, stage widths 256/512/1024/2048): preset
+``resnet50`` (depths 3/4/6/3, ratio 0.25, width 1.0) is exactly torchvision's ResNet-50 (v1.5: stride on
+the 3x3 conv). ``block="basic"`` (ratios {0.5, 0.75, 1.0} of the first 3x3 conv's width, stage widths
+64/128/256/512): ResNet-18/34-style two-conv blocks, dense 3x3 convolutions that a CPU runs several times
+faster per MAC than depthwise ones; every stage's first block has a 1x1 projection (the stem and stage
+widths are chosen independently).
 """
 from __future__ import annotations
 
 import copy
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -19,12 +23,15 @@ from ..errors import ConfigError
 from ..space import Choice, Config, SearchSpace
 from .base import Supernet, register_family
 
-STAGE_WIDTHS = (256, 512, 1024, 2048)
 STAGE_STRIDES = (1, 2, 2, 2)
+BLOCK_DEFAULTS = {"bottleneck": ((256, 512, 1024, 2048), (0.2, 0.25, 0.35)),
+                  "basic": ((64, 128, 256, 512), (0.5, 0.75, 1.0))}
 
 
 class Bottleneck(nn.Module):
     """Static bottleneck block: 1x1 -> 3x3 (stride) -> 1x1, plus identity or 1x1 projection."""
+
+    residual = True
 
     def __init__(self, cin: int, mid: int, cout: int, stride: int, downsample: bool) -> None:
         super().__init__()
@@ -35,10 +42,34 @@ class Bottleneck(nn.Module):
         self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
                            if downsample else None)
 
+    def last_norm(self) -> nn.Module:
+        return self.bn3
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
+        return self.relu(y + (self.downsample(x) if self.downsample is not None else x))
+
+
+class BasicBlock(nn.Module):
+    """Static basic block: 3x3 (stride) -> 3x3, plus identity or 1x1 projection."""
+
+    residual = True
+
+    def __init__(self, cin: int, mid: int, cout: int, stride: int, downsample: bool) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv2, self.bn2 = nn.Conv2d(mid, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                           if downsample else None)
+
+    def last_norm(self) -> nn.Module:
+        return self.bn2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
         return self.relu(y + (self.downsample(x) if self.downsample is not None else x))
 
 
@@ -53,32 +84,50 @@ class ResNet(nn.Module):
         return self.fc(self.layers(self.stem(x)).mean((2, 3)))
 
 
-class ElasticBottleneck(nn.Module):
-    """Bottleneck with elastic output width and hidden width (output width x expand ratio)."""
+class ElasticResidualBlock(nn.Module):
+    """Shared part of the elastic ResNet blocks: output width ``cout``, hidden width ``cout x ratio`` and
+    a 1x1 projection on the skip path when the block changes resolution or width."""
 
-    def __init__(self, cin: int, cout: int, max_ratio: float, stride: int, downsample: bool) -> None:
+    residual = True  # the last BatchNorm of the main path closes a residual branch (zero_init_residual)
+
+    def __init__(self, cin: int, cout: int, stride: int, downsample: bool) -> None:
         super().__init__()
-        mid = make_divisible(round(cout * max_ratio))
         self.stride = stride
-        self.conv1, self.bn1 = ElasticConv2d(cin, mid, 1), ElasticBatchNorm2d(mid)
-        self.conv2, self.bn2 = ElasticConv2d(mid, mid, 3, stride), ElasticBatchNorm2d(mid)
-        self.conv3, self.bn3 = ElasticConv2d(mid, cout, 1), ElasticBatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
         self.down_conv = ElasticConv2d(cin, cout, 1, stride) if downsample else None
         self.down_bn = ElasticBatchNorm2d(cout) if downsample else None
 
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_bn(self.down_conv(x)) if self.down_conv is not None else x
+
     def set_active(self, cout: int, ratio: float) -> None:
-        mid = make_divisible(round(cout * ratio))
-        self.conv1.active_out = self.conv2.active_out = mid
-        self.conv3.active_out = cout
         if self.down_conv is not None:
             self.down_conv.active_out = cout
+
+    def extract_skip(self, blk: Bottleneck | BasicBlock, cin: int, cout: int) -> None:
+        if blk.downsample is not None:
+            blk.downsample[0], blk.downsample[1] = self.down_conv.extract(cin), self.down_bn.extract(cout)
+
+
+class ElasticBottleneck(ElasticResidualBlock):
+    """Bottleneck with elastic output width and hidden width (output width x expand ratio)."""
+
+    def __init__(self, cin: int, cout: int, max_ratio: float, stride: int, downsample: bool) -> None:
+        super().__init__(cin, cout, stride, downsample)
+        mid = make_divisible(round(cout * max_ratio))
+        self.conv1, self.bn1 = ElasticConv2d(cin, mid, 1), ElasticBatchNorm2d(mid)
+        self.conv2, self.bn2 = ElasticConv2d(mid, mid, 3, stride), ElasticBatchNorm2d(mid)
+        self.conv3, self.bn3 = ElasticConv2d(mid, cout, 1), ElasticBatchNorm2d(cout)
+
+    def set_active(self, cout: int, ratio: float) -> None:
+        super().set_active(cout, ratio)
+        self.conv1.active_out = self.conv2.active_out = make_divisible(round(cout * ratio))
+        self.conv3.active_out = cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.relu(self.bn1(self.conv1(x)))
         y = self.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
-        return self.relu(y + (self.down_bn(self.down_conv(x)) if self.down_conv is not None else x))
+        return self.relu(self.bn3(self.conv3(y)) + self.skip(x))
 
     def extract(self, cin: int) -> Bottleneck:
         mid, cout = self.conv1.active_out, self.conv3.active_out
@@ -86,9 +135,11 @@ class ElasticBottleneck(nn.Module):
         blk.conv1, blk.bn1 = self.conv1.extract(cin), self.bn1.extract(mid)
         blk.conv2, blk.bn2 = self.conv2.extract(mid), self.bn2.extract(mid)
         blk.conv3, blk.bn3 = self.conv3.extract(mid), self.bn3.extract(cout)
-        if blk.downsample is not None:
-            blk.downsample[0], blk.downsample[1] = self.down_conv.extract(cin), self.down_bn.extract(cout)
+        self.extract_skip(blk, cin, cout)
         return blk
+
+    def last_norm(self) -> nn.BatchNorm2d:
+        return self.bn3
 
     @torch.no_grad()
     def reorder_channels(self) -> None:
@@ -98,24 +149,72 @@ class ElasticBottleneck(nn.Module):
         permute_out(self.conv1, perm), permute_out(self.bn1, perm), permute_in(self.conv2, perm)
 
 
+class ElasticBasicBlock(ElasticResidualBlock):
+    """Basic block with elastic output width and elastic width of its first 3x3 conv (output x ratio)."""
+
+    def __init__(self, cin: int, cout: int, max_ratio: float, stride: int, downsample: bool) -> None:
+        super().__init__(cin, cout, stride, downsample)
+        mid = make_divisible(round(cout * max_ratio))
+        self.conv1, self.bn1 = ElasticConv2d(cin, mid, 3, stride), ElasticBatchNorm2d(mid)
+        self.conv2, self.bn2 = ElasticConv2d(mid, cout, 3), ElasticBatchNorm2d(cout)
+
+    def set_active(self, cout: int, ratio: float) -> None:
+        super().set_active(cout, ratio)
+        self.conv1.active_out = make_divisible(round(cout * ratio))
+        self.conv2.active_out = cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(y + self.skip(x))
+
+    def extract(self, cin: int) -> BasicBlock:
+        mid, cout = self.conv1.active_out, self.conv2.active_out
+        blk = BasicBlock(cin, mid, cout, self.stride, self.down_conv is not None)
+        blk.conv1, blk.bn1 = self.conv1.extract(cin), self.bn1.extract(mid)
+        blk.conv2, blk.bn2 = self.conv2.extract(mid), self.bn2.extract(cout)
+        self.extract_skip(blk, cin, cout)
+        return blk
+
+    def last_norm(self) -> nn.BatchNorm2d:
+        return self.bn2
+
+    @torch.no_grad()
+    def reorder_channels(self) -> None:
+        perm = importance_order(self.conv2.weight, dim=1)
+        permute_out(self.conv1, perm), permute_out(self.bn1, perm), permute_in(self.conv2, perm)
+
+
+BLOCKS: dict[str, type[ElasticBottleneck] | type[ElasticBasicBlock]] = {
+    "bottleneck": ElasticBottleneck, "basic": ElasticBasicBlock}
+
+
 @register_family("resnet")
 class ResNetSupernet(Supernet):
-    """Elastic bottleneck ResNet. ``small_input=True`` uses a 3x3 stride-1 stem without max-pooling
-    (CIFAR-style) for small images."""
+    """Elastic ResNet of bottleneck or basic blocks. ``small_input=True`` uses a 3x3 stride-1 stem
+    without max-pooling (CIFAR-style) for small images; ``stage_widths`` and ``stem_width`` are the widths
+    at multiplier 1.0 (defaults: the block type's, stem 64)."""
 
     def __init__(self, num_classes: int = 1000, image_size: int = 224, in_channels: int = 3,
                  base_depths: Sequence[int] = (2, 2, 4, 2), depth_deltas: Sequence[int] = (0, 1, 2),
-                 expand_ratios: Sequence[float] = (0.2, 0.25, 0.35),
+                 expand_ratios: Sequence[float] | None = None,
                  width_mults: Sequence[float] = (0.65, 0.8, 1.0), small_input: bool = False,
-                 resolutions: Sequence[int] | None = None) -> None:
+                 resolutions: Sequence[int] | None = None, block: Literal["bottleneck", "basic"] = "bottleneck",
+                 stage_widths: Sequence[int] | None = None, stem_width: int = 64) -> None:
         super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
         if len(base_depths) != 4 or min(base_depths) + min(depth_deltas) < 1:
             raise ValueError("base_depths needs 4 entries and every stage at least one block")
+        default_widths, default_ratios = BLOCK_DEFAULTS[block]
+        self.stage_widths = tuple(int(w) for w in (stage_widths or default_widths))
+        if len(self.stage_widths) != 4 or min(self.stage_widths) < 1 or stem_width < 1:
+            raise ValueError("stage_widths needs 4 positive entries and stem_width must be positive")
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
-        self.small_input = small_input
-        self.width_mults, self.expand_ratios = tuple(sorted(width_mults)), tuple(sorted(expand_ratios))
+        self.small_input, self.block, self.stem_width = small_input, block, int(stem_width)
+        self.width_mults = tuple(sorted(width_mults))
+        self.expand_ratios = tuple(sorted(expand_ratios or default_ratios))
         wmax = self.width_mults[-1]
-        stem_c = make_divisible(64 * wmax)
+        stem_c = make_divisible(self.stem_width * wmax)
         k, s = (3, 1) if small_input else (7, 2)
         self.stem_conv = ElasticConv2d(in_channels, stem_c, k, s)
         self.stem_bn = ElasticBatchNorm2d(stem_c)
@@ -123,10 +222,10 @@ class ResNetSupernet(Supernet):
         choices = [Choice("stem.width", self.width_mults)]
         self.stages = nn.ModuleList()
         cin = stem_c
-        for i, (w, stride) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES), 1):
+        for i, (w, stride) in enumerate(zip(self.stage_widths, STAGE_STRIDES), 1):
             cout = make_divisible(w * wmax)
             depths = tuple(sorted({base_depths[i - 1] + d for d in depth_deltas}))
-            blocks = [ElasticBottleneck(cin if b == 0 else cout, cout, self.expand_ratios[-1],
+            blocks = [BLOCKS[block](cin if b == 0 else cout, cout, self.expand_ratios[-1],
                                         stride if b == 0 else 1, b == 0) for b in range(depths[-1])]
             self.stages.append(ElasticDepth(blocks))
             choices += [Choice(f"stage{i}.depth", depths), Choice(f"stage{i}.width", self.width_mults)]
@@ -140,17 +239,18 @@ class ResNetSupernet(Supernet):
         for i, d in enumerate((3, 4, 6, 3), 1):
             r50.update({f"stage{i}.depth": d, f"stage{i}.width": 1.0})
             r50.update({f"stage{i}.block{b}.expand": 0.25 for b in range(1, d + 1)})
-        try:
-            SearchSpace(choices).validate(r50)
-            presets = {"resnet50": r50}
-        except ConfigError:  # a custom space that does not contain ResNet-50
-            presets = {}
+        presets = {}
+        if block == "bottleneck" and self.stage_widths == default_widths and self.stem_width == 64:
+            try:
+                presets = {"resnet50": SearchSpace(choices).validate(r50)}
+            except ConfigError:  # a custom space that does not contain ResNet-50
+                pass
         self.space = SearchSpace(choices, presets)
         self.set_active(self.space.largest())
 
     def _widths(self, cfg: Config) -> tuple[int, list[int]]:
-        stem = make_divisible(64 * cfg["stem.width"])
-        return stem, [make_divisible(w * cfg[f"stage{i}.width"]) for i, w in enumerate(STAGE_WIDTHS, 1)]
+        stem = make_divisible(self.stem_width * cfg["stem.width"])
+        return stem, [make_divisible(w * cfg[f"stage{i}.width"]) for i, w in enumerate(self.stage_widths, 1)]
 
     def _apply_config(self, cfg: Config) -> None:
         stem, widths = self._widths(cfg)

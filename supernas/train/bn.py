@@ -6,6 +6,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from ..elastic import ResidualBlock
+
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int = 20) -> nn.Module:
@@ -34,14 +36,12 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, num_batches: int = 20) -
 
 @torch.no_grad()
 def zero_init_residual(model: nn.Module) -> int:
-    """Zero the scale of the last BatchNorm of every residual block (a module whose ``residual`` attribute
-    is true, as mbv3's blocks have), so each block starts as the identity: a deeper sub-network then
-    starts out computing what the shallower one does (BigNAS). Returns the number of blocks changed."""
+    """Zero the scale of the last normalisation of every residual block
+    (:class:`~supernas.elastic.ResidualBlock`, elastic or static), so each block starts as its skip path: a deeper sub-network
+    then starts out computing what the shallower one does (BigNAS). Returns the number of blocks changed."""
     changed = 0
     for m in model.modules():
-        if getattr(m, "residual", False) is True:
-            bns = [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm) and b.affine]
-            if bns:
-                bns[-1].weight.zero_()
-                changed += 1
+        if isinstance(m, ResidualBlock) and m.residual:
+            m.last_norm().weight.zero_()
+            changed += 1
     return changed
