@@ -45,6 +45,12 @@ class SupernetSection(Section):
             raise ValueError(f"pretrained models are loaded into the bert family, not {self.family!r}")
         if self.teacher == "original" and self.pretrained is None:
             raise ValueError("teacher 'original' needs a pretrained model (supernet.pretrained)")
+        from .supernets import supernet_arch
+
+        try:  # argument names against the family's constructor, at load time
+            supernet_arch(self.family, **self.args)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         return self
 
     @field_validator("family")
@@ -152,6 +158,22 @@ class SearchSection(Section):
         if len(set(v)) != len(v):
             raise ValueError("objectives must be distinct")
         return v
+
+    @model_validator(mode="after")
+    def _constraints_and_options(self) -> "SearchSection":
+        """Constraints (objective columns, numbers) and the strategy's options, checked at load time."""
+        from .search.base import check_strategy_options, parse_constraints
+
+        for col in self.constraints:
+            if col not in self.objectives:
+                raise ValueError(f"constraint on {col!r}: not a search objective ({', '.join(self.objectives)}); "
+                                 f"add it to search.objectives")
+        try:
+            parse_constraints(self.constraints)
+            check_strategy_options(self.strategy, self.options)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
+        return self
 
 
 PICK = re.compile(r"^\s*(?P<base>knee|largest|smallest|best-\S+|\d+)"

@@ -42,9 +42,12 @@ def evaluations_frame(cfg: RunConfig, paths: RunPaths):
 def pick_config(cfg: RunConfig, paths: RunPaths, pick: str, supernet: Callable[[], tuple[Supernet, Any]]
                 | None = None) -> tuple[str, Config]:
     """A pick (see ``config.parse_pick``: ``knee``, ``largest``, ``best-<column>``, a row id of front.csv,
-    optionally ``if <column> <= <value>[%]``) -> (file stem, config). ``supernet()`` gives the trained
-    supernet and data when a pick needs them (default: loaded from the run's checkpoint)."""
+    optionally ``if <column> <= <value>[%]``) -> (file stem, config). Every pick but ``largest`` and
+    ``smallest`` comes from the front of the sub-networks that satisfy ``search.constraints`` (the front the
+    search reported). ``supernet()`` gives the trained supernet and data when a pick needs them (default:
+    loaded from the run's checkpoint)."""
     from .report import front_table
+    from .search import parse_constraints
 
     p = parse_pick(pick)
     supernet = supernet or (lambda: trained_supernet(cfg, paths))
@@ -61,7 +64,11 @@ def pick_config(cfg: RunConfig, paths: RunPaths, pick: str, supernet: Callable[[
         df = df[df[p.column] <= limit]
         if df.empty:
             raise ConfigError(f"pick {pick!r}: no evaluated sub-network has {p.column} <= {limit:.4g}")
-    front = front_table(df, cols).reset_index(drop=True)
+    constraints = cfg.search.constraints or None
+    front = front_table(df, cols, constraints).reset_index(drop=True)
+    if front.empty:
+        rule = ", ".join(str(c) for c in parse_constraints(constraints))
+        raise ConfigError(f"pick {pick!r}: no evaluated sub-network satisfies the constraints ({rule})")
     if p.base == "knee":
         row = front[front["knee"]].iloc[0]
     elif p.base.startswith("best-"):
@@ -142,6 +149,7 @@ def print_picks(console: Console, cfg: RunConfig, picks: Sequence[dict[str, Any]
 
 def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None = None) -> Path:
     from .report import write_report
+    from .search import parse_constraints
 
     df = evaluations_frame(cfg, paths)
     hv = []
@@ -156,6 +164,8 @@ def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None 
     summary = {"run file": str(paths.config), "supernet": f"{cfg.supernet.family} {cfg.supernet.args}"
                + (f" from {cfg.supernet.pretrained}" if cfg.supernet.pretrained else ""),
                "data": cfg.data.dataset, "strategy": cfg.search.strategy,
+               **({"constraints": ", ".join(str(c) for c in parse_constraints(cfg.search.constraints))}
+                  if cfg.search.constraints else {}),
                "targets": ", ".join(f"{n} ({t.backend}, {t.threads} threads, batch {t.batch_size})"
                                     for n, t in cfg.targets.items())}
     for info in exported_picks(paths):
@@ -163,4 +173,5 @@ def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None 
         test = f"; test accuracy {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
         summary[f"export {info['name']}"] = f"{info['pick']}: {values}{test}"
     return write_report(paths.root, df, cfg.search.objectives, hv_history=hv, exports=exports,
-                        title=f"supernas report: {cfg.name}", summary=summary)
+                        title=f"supernas report: {cfg.name}", summary=summary,
+                        constraints=cfg.search.constraints or None)

@@ -24,6 +24,11 @@ def test_defaults_roundtrip(tmp_path):
     ({"targets": {"cpu": {"backend": "tpu"}}}, "target 'cpu': backend"),
     ({"search": {"strategy": "linass"}}, "unknown search strategy 'linass'"),
     ({"export": {"formats": ["tflite"]}}, "config error at export.formats.0"),
+    ({"search": {"constraints": {"macs": "abc"}}}, "constraint on 'macs' must be a number"),
+    ({"search": {"constraints": {"params": 5}}}, "constraint on 'params': not a search objective"),
+    ({"search": {"constraints": {"macs": [">>", 5]}}}, "macs"),
+    ({"search": {"options": {"populaton": 4}}}, "bad option for strategy 'linas'"),
+    ({"supernet": {"family": "resnet", "args": {"blok": "basic"}}}, "unknown argument 'blok' for supernet 'resnet'"),
     ([1, 2], "must be a YAML mapping"),
 ])
 def test_bad_values_give_one_line(doc, message):

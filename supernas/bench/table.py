@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import ConfigError
 from ..search.base import check_columns
 from ..search.evaluation import Evaluate, make_pool
-from ..search.pareto import Normalisation, minimisation, pareto_indices
+from ..search.pareto import Normalisation, front_indices
 from ..space import Choice, Config, SearchSpace
 from ..store import Store
 
@@ -107,7 +107,7 @@ def space_from_dict(choices: Sequence[Mapping[str, Any]]) -> SearchSpace:
 def front_mask(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
     """True for the rows on the exact Pareto front over ``columns``."""
     mask = np.zeros(len(frame), dtype=bool)
-    mask[pareto_indices(minimisation(frame[list(columns)].to_dict("records"), columns))] = True
+    mask[front_indices(frame[list(columns)].to_dict("records"), columns)[0]] = True
     return mask
 
 

@@ -1,4 +1,5 @@
-"""The Pareto front of a table of evaluations (pymoo's non-dominated sorting), its knee, its table."""
+"""The Pareto front of a table of evaluations, its knee and its table: ``search.pareto.front_indices`` on a
+DataFrame, so the report and the picks see the front the search reported (constraints honoured)."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..measure.objectives import direction, sign
-from ..search.pareto import knee_index, pareto_indices
+from ..measure.objectives import direction
+from ..search.base import parse_constraints
+from ..search.pareto import front_indices
 
 
 def check_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
@@ -26,31 +28,30 @@ def check_columns(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     return cols
 
 
-def minimisation_matrix(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """Objective values as floats, negated where the objective is maximised (NaN kept)."""
+def _front(df: pd.DataFrame, columns: Sequence[str], constraints: Any) -> tuple[list[int], int | None]:
     cols = check_columns(df, columns)
-    values = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-    signs = np.array([sign(c) for c in cols])
-    return values * signs
+    cons_cols = [c.column for c in parse_constraints(constraints)]
+    used = list(dict.fromkeys(cols + [c for c in cons_cols if c in df.columns]))
+    rows = df[used].apply(pd.to_numeric, errors="coerce").to_dict("records")
+    return front_indices(rows, cols, constraints)
 
 
-def pareto_mask(df: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """Boolean mask (one per row) of the non-dominated rows; rows with a missing value are never on it."""
-    F = minimisation_matrix(df, columns)
+def pareto_mask(df: pd.DataFrame, columns: Sequence[str], constraints: Any = None) -> np.ndarray:
+    """Boolean mask (one per row) of the front: non-dominated among the rows that have every value and
+    satisfy ``constraints`` (as in the run file's ``search.constraints``)."""
     mask = np.zeros(len(df), dtype=bool)
-    complete = np.flatnonzero(~np.isnan(F).any(axis=1))
-    mask[complete[pareto_indices(F[complete])]] = True
+    mask[_front(df, columns, constraints)[0]] = True
     return mask
 
 
-def knee_point(df: pd.DataFrame, columns: Sequence[str]) -> Any:
-    """Index label of the knee of the front: the same compromise point the search reports
+def knee_point(df: pd.DataFrame, columns: Sequence[str], constraints: Any = None) -> Any:
+    """Index label of the knee of the front: the compromise point the search reports
     (``supernas.search.pareto.knee_index``: equal-weight ASF on the front scaled to [0, 1])."""
-    mask = pareto_mask(df, columns)
-    if not mask.any():
-        raise ConfigError("no complete evaluation to pick a knee from")
-    k = knee_index(minimisation_matrix(df, columns)[mask])
-    return df.index[np.flatnonzero(mask)[k]]
+    knee = _front(df, columns, constraints)[1]
+    if knee is None:
+        raise ConfigError("no complete evaluation" + (" satisfies the constraints" if constraints else "")
+                          + " to pick a knee from")
+    return df.index[knee]
 
 
 def config_text(row: pd.Series) -> str:
@@ -67,13 +68,13 @@ def config_text(row: pd.Series) -> str:
     return str(key) if key is not None and not (isinstance(key, float) and np.isnan(key)) else ""
 
 
-def front_table(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """The front rows: ``key``, ``config`` (canonical JSON), every objective column and ``knee``
-    (True on the knee row), sorted best first on the first objective."""
+def front_table(df: pd.DataFrame, columns: Sequence[str], constraints: Any = None) -> pd.DataFrame:
+    """The front rows (feasible under ``constraints``): ``key``, ``config`` (canonical JSON), every objective
+    column and ``knee`` (True on the knee row), sorted best first on the first objective."""
     cols = check_columns(df, columns)
-    mask = pareto_mask(df, cols)
-    front = df.loc[mask]
-    knee = knee_point(df, cols) if mask.any() else None
+    idx, k = _front(df, cols, constraints)
+    front = df.iloc[idx]
+    knee = df.index[k] if k is not None else None
     keys = front["key"].astype(str) if "key" in front.columns else pd.Series(
         [config_text(r) for _, r in front.iterrows()], index=front.index, dtype=object)
     table = pd.DataFrame({"key": keys, "config": [config_text(r) for _, r in front.iterrows()]},
@@ -84,9 +85,10 @@ def front_table(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return table.sort_values(cols[0], ascending=direction(cols[0]) == "min", kind="stable")
 
 
-def write_front_table(df: pd.DataFrame, columns: Sequence[str], path: str | Path) -> pd.DataFrame:
+def write_front_table(df: pd.DataFrame, columns: Sequence[str], path: str | Path,
+                      constraints: Any = None) -> pd.DataFrame:
     """Write ``front_table`` as CSV (or JSON records when ``path`` ends in ``.json``); return it."""
-    table = front_table(df, columns)
+    table = front_table(df, columns, constraints)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".json":

@@ -84,20 +84,21 @@ def _exports_html(exports: Sequence[str | Path], out_dir: Path) -> str:
 def write_report(out_dir: str | Path, evaluations: pd.DataFrame, columns: Sequence[str], *,
                  hv_history: Sequence[tuple[int, float]] | None = None,
                  exports: Sequence[str | Path] | None = None, title: str = "supernas report",
-                 summary: Mapping[str, Any] | str | None = None) -> Path:
+                 summary: Mapping[str, Any] | str | None = None, constraints: Any = None) -> Path:
     """Write ``report.html`` (self-contained), ``plots/*.png`` and ``front.csv`` into ``out_dir``.
 
     ``evaluations`` has one row per config (``key`` and/or ``config`` plus the metric ``columns``);
     ``hv_history`` is a list of (evaluation index, hypervolume); ``exports`` are paths of exported
-    files to link (relative to the report); ``summary`` adds lines (a mapping) or a note (a string).
+    files to link (relative to the report); ``summary`` adds lines (a mapping) or a note (a string);
+    ``constraints`` (the run's ``search.constraints``) restrict the front to feasible sub-networks.
     Returns the path of ``report.html``."""
     cols = check_columns(evaluations, columns)
     out = Path(out_dir)
     plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
-    front = write_front_table(evaluations, cols, out / "front.csv")
+    front = write_front_table(evaluations, cols, out / "front.csv", constraints)
     knee = front.index[front["knee"]][0] if front["knee"].any() else None
-    plots = plot_fronts(evaluations, cols, plots_dir, knee)
+    plots = plot_fronts(evaluations, cols, plots_dir, knee, constraints)
     if hv_history:
         plots.append(plot_hypervolume(hv_history, plots_dir / "hypervolume.png"))
     summary_html = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>"

@@ -51,8 +51,9 @@ def _safe(name: str) -> str:
 
 
 def plot_front_pair(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence[tuple[str, str, str]],
-                    path: Path, knee: Any = None) -> Path:
-    """All points of each series faint, its 2-D front bold and joined, the overall knee starred."""
+                    path: Path, knee: Any = None, constraints: Any = None) -> Path:
+    """All points of each series faint, its 2-D front (of the feasible points) bold and joined, the overall
+    knee starred."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=100)
     colours = plt.get_cmap("tab10").colors
     for i, (ycol, xcol, target) in enumerate(series):
@@ -60,7 +61,7 @@ def plot_front_pair(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence
         x = pd.to_numeric(df[xcol], errors="coerce").to_numpy(float)
         y = pd.to_numeric(df[ycol], errors="coerce").to_numpy(float)
         ax.scatter(x, y, s=14, color=colour, alpha=0.3, linewidths=0, label=f"{target}: evaluated")
-        on_front = pareto_mask(df, [ycol, xcol])
+        on_front = pareto_mask(df, [ycol, xcol], constraints)
         order = np.argsort(x[on_front], kind="stable")
         ax.plot(x[on_front][order], y[on_front][order], "o-", color=colour, markersize=6,
                 drawstyle="steps-post" if direction(ycol) == "max" else "default",
@@ -80,12 +81,13 @@ def plot_front_pair(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence
     return path
 
 
-def plot_fronts(df: pd.DataFrame, columns: Sequence[str], out_dir: str | Path, knee: Any = None) -> list[Path]:
+def plot_fronts(df: pd.DataFrame, columns: Sequence[str], out_dir: str | Path, knee: Any = None,
+                constraints: Any = None) -> list[Path]:
     """One ``front_<y>_vs_<x>.png`` per pair of objectives in ``out_dir``; returns their paths."""
     cols = check_columns(df, columns)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [plot_front_pair(df, y, x, series, out / f"front_{_safe(y)}_vs_{_safe(x)}.png", knee)
+    return [plot_front_pair(df, y, x, series, out / f"front_{_safe(y)}_vs_{_safe(x)}.png", knee, constraints)
             for y, x, series in objective_pairs(cols)]
 
 

@@ -216,14 +216,19 @@ def create_strategy(name: str, space: SearchSpace, columns: Sequence[str], *, se
                     constraints: Any = None, **kw: Any) -> Strategy:
     """Build a registered strategy by name (``random``, ``nsga2``, ``agemoea``, ``linas``, ``constrained``,
     ``optuna``); ``kw`` are the strategy's own options."""
+    check_strategy_options(name, kw)
+    return _STRATEGIES[name](space, columns, seed=seed, constraints=constraints, **kw)
+
+
+def check_strategy_options(name: str, options: Mapping[str, Any]) -> None:
+    """ConfigError (one line) for an unknown strategy or an option its constructor does not take; a run
+    file's ``search.options`` are checked this way when it is loaded, before any training."""
     if name not in _STRATEGIES:
         raise ConfigError(f"unknown search strategy {name!r}; known: {', '.join(list_strategies())}")
-    cls = _STRATEGIES[name]
     try:
-        inspect.signature(cls).bind(space, columns, seed=seed, constraints=constraints, **kw)
+        inspect.signature(_STRATEGIES[name]).bind(None, None, seed=0, constraints=None, **options)
     except TypeError as e:
         raise ConfigError(f"bad option for strategy {name!r}: {e}") from None
-    return cls(space, columns, seed=seed, constraints=constraints, **kw)
 
 
 def unique_configs(space: SearchSpace, cfgs: Iterable[Mapping[str, Any]]) -> list[Config]:

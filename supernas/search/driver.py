@@ -20,7 +20,7 @@ from ..space import Config, SearchSpace
 from ..store import Store
 from .base import Strategy, check_columns, create_strategy, parse_constraints
 from .evaluation import Evaluate, Outcome, make_pool
-from .pareto import Normalisation, knee_index, minimisation, pareto_indices, target_groups
+from .pareto import Normalisation, front_indices, minimisation, target_groups
 from .progress import SearchProgress
 
 DEFAULT_BATCH = 16
@@ -100,10 +100,8 @@ def _open_store(store: Store | str | os.PathLike | None) -> tuple[Store | None, 
 
 
 def _front(points: Sequence[Point], columns: list[str]) -> tuple[list[Point], Point | None]:
-    F = minimisation([p.values for p in points], columns)
-    front = [points[i] for i in pareto_indices(F)]
-    k = knee_index(minimisation([p.values for p in front], columns))
-    return front, (front[k] if k is not None else None)
+    idx, knee = front_indices([p.values for p in points], columns)  # points are the feasible ones already
+    return [points[i] for i in idx], (points[knee] if knee is not None else None)
 
 
 def search(space_or_supernet: Any, evaluate: Evaluate, columns: Sequence[str], *, strategy: str | Strategy = "linas",
@@ -116,7 +114,8 @@ def search(space_or_supernet: Any, evaluate: Evaluate, columns: Sequence[str], *
 
     ``evaluate(config) -> {column: value}`` measures one sub-network (picklable when ``workers > 1``).
     ``strategy`` is a registered name (``create_strategy``) with ``strategy_options``, or a fresh Strategy.
-    ``constraints`` e.g. ``["latency_ms@cpu <= 5"]``: the front and ``best`` hold only feasible points.
+    ``constraints`` e.g. ``["latency_ms@cpu <= 5"]`` (on objective columns): the front and ``best`` hold
+    only feasible points.
     ``store`` (a Store or a path) receives every evaluation as it completes; with ``resume`` the run's
     stored results are replayed, and without it a run that already holds results is an error.
     ``batch_size`` configs are asked at a time and evaluated by ``workers`` Ray tasks (``ray_address``

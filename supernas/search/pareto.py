@@ -10,8 +10,9 @@ points worse than 10% beyond the upper bound contribute nothing. Hypervolume is 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from pymoo.decomposition.asf import ASF
@@ -20,6 +21,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from ..errors import ConfigError
 from ..measure.objectives import sign, split_column
+from .base import parse_constraints
 
 REFERENCE = 1.1
 
@@ -50,6 +52,33 @@ def knee_index(F: np.ndarray) -> int | None:
     scaled = (F - lo) / width
     weights = np.full(F.shape[1], 1.0 / F.shape[1])
     return int(np.argmin(ASF().do(scaled, weights=weights).ravel()))
+
+
+def feasible_indices(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], constraints: Any = None) -> list[int]:
+    """Indices of the rows with a finite value in every column that satisfy every constraint
+    (``parse_constraints`` input: a mapping, strings or Constraint objects)."""
+    cons = parse_constraints(constraints)
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            values = [float(row[c]) for c in columns]
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) for v in values) and all(c.ok(row) for c in cons):
+            out.append(i)
+    return out
+
+
+def front_indices(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+                  constraints: Any = None) -> tuple[list[int], int | None]:
+    """The one definition of a front: indices (ascending, into ``rows``) of the non-dominated rows among the
+    complete, feasible ones, and the index of its knee (``knee_index``) or None when no row qualifies.
+    The search, the picks, the report and the benchmark tables all use it."""
+    ok = feasible_indices(rows, columns, constraints)
+    F = minimisation([rows[i] for i in ok], columns)
+    front = [ok[i] for i in pareto_indices(F)]
+    k = knee_index(minimisation([rows[i] for i in front], columns))
+    return front, (front[k] if k is not None else None)
 
 
 @dataclass
