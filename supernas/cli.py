@@ -64,7 +64,7 @@ def train(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
     from .pipeline import open_run, train_step
 
     cfg = _load(config, out)
-    paths = open_run(cfg, fresh=fresh)
+    paths = open_run(cfg, fresh=fresh, console=console)
     train_step(cfg, paths, progress=not quiet, console=console)
 
 
@@ -77,7 +77,7 @@ def search(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
     from .pipeline import open_run, search_step
 
     cfg = _load(config, out)
-    paths = open_run(cfg)
+    paths = open_run(cfg, console=console)
     search_step(cfg, paths, resume=resume, progress=not quiet, console=console)
 
 

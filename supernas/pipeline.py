@@ -75,14 +75,33 @@ def default_config() -> RunConfig:
     })
 
 
-def _comparable(cfg: RunConfig) -> dict[str, Any]:
-    d = cfg.model_dump(mode="json")
-    d.pop("out", None)
-    return d
+# what may change between two invocations on one run directory: the run grows (more evaluations, more
+# epochs) or exports/reports differently; anything else would mix results of different runs
+GROWABLE = ("search.evaluations", "train.epochs", "search.workers", "search.ray_address", "export.picks",
+            "export.formats")
 
 
-def open_run(cfg: RunConfig, fresh: bool = False) -> RunPaths:
-    """Create (or reopen) the run directory; it must belong to the same run file."""
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict) or not d:
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def run_changes(old: RunConfig, new: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` for every run-file setting that differs (``out`` and ``name`` excluded)."""
+    a, b = _flat(old.model_dump(mode="json")), _flat(new.model_dump(mode="json"))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if k not in ("out", "name") and a.get(k) != b.get(k)}
+
+
+def open_run(cfg: RunConfig, fresh: bool = False, console: Console | None = None) -> RunPaths:
+    """Create (or reopen) the run directory. A reopened run may grow: more (or fewer) ``search.evaluations``
+    continue the stored search, more ``train.epochs`` resume training at the next epoch (the search results
+    of the shorter training move to ``archive/epochs-<n>/``, since they measured other weights); export
+    settings may change. Any other change is refused, naming the first key that differs."""
     paths = RunPaths(Path(cfg.out))
     if fresh and paths.root.exists():
         if not paths.config.exists():
@@ -91,14 +110,38 @@ def open_run(cfg: RunConfig, fresh: bool = False) -> RunPaths:
     paths.root.mkdir(parents=True, exist_ok=True)
     if paths.config.exists():
         old = load_config(paths.config)
-        if _comparable(old) != _comparable(cfg):
-            raise ConfigError(f"{paths.root} holds a run made with another run file; use --fresh to start "
-                              f"over or --out to choose another directory")
-    else:
+        changes = run_changes(old, cfg)
+        fixed = {k: v for k, v in changes.items() if k not in GROWABLE}
+        if fixed:
+            key, (was, now) = next(iter(fixed.items()))
+            raise ConfigError(f"{paths.root} holds a run made with another run file ({key}: {was!r} -> {now!r}); "
+                              f"use --fresh to start over or --out to choose another directory")
+        if "train.epochs" in changes:
+            was, now = changes["train.epochs"]
+            if now < was:
+                raise ConfigError(f"{paths.root} was trained for {was} epochs; a run can grow (train.epochs >= "
+                                  f"{was}), not shrink; use --fresh or --out")
+            _archive_search(paths, was, console)
+        if changes and console is not None:
+            console.print("run grows: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
+    if not paths.config.exists() or run_changes(load_config(paths.config), cfg):
         tmp = paths.config.with_suffix(".tmp")
         tmp.write_text(dump_config(cfg))
         tmp.replace(paths.config)
     return paths
+
+
+def _archive_search(paths: RunPaths, epochs: int, console: Console | None) -> None:
+    """Move the search results of a ``epochs``-epoch training out of the way (kept, not deleted)."""
+    done = [f for f in (paths.results, paths.search_json) if f.exists()]
+    if not done:
+        return
+    dest = paths.root / "archive" / f"epochs-{epochs}"
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in done:
+        f.replace(dest / f.name)
+    if console is not None:
+        console.print(f"the search of the {epochs}-epoch supernet is kept in {dest}; the grown one searches anew")
 
 
 def run_from_dir(run_dir: str | Path) -> tuple[RunConfig, RunPaths]:
@@ -184,6 +227,9 @@ def trained_supernet(cfg: RunConfig, paths: RunPaths):
     if plain(net.arch) != plain(supernet_arch(cfg.supernet.family, **supernet_args(cfg, bundle))):
         raise CheckpointError(f"{last} belongs to another supernet ({net.arch.get('family')}) than the run file's "
                               f"({cfg.supernet.family} {cfg.supernet.args}); train it again or use --out")
+    if net.trained_epochs is not None and net.trained_epochs < cfg.train.epochs:
+        raise CheckpointError(f"the supernet in {last} has trained {net.trained_epochs} of {cfg.train.epochs} epochs; "
+                              f"run `supernas train` (or `supernas run`) to finish its training first")
     return net, bundle
 
 
@@ -252,7 +298,7 @@ def run_all(cfg: RunConfig, fresh: bool = False, progress: bool = True, console:
 
     console = console or Console()
     t0 = time.perf_counter()
-    paths = open_run(cfg, fresh=fresh)
+    paths = open_run(cfg, fresh=fresh, console=console)
     console.print(f"[bold]supernas run[/bold] {cfg.name} -> {paths.root}")
     net, bundle = train_step(cfg, paths, progress=progress, console=console)
     search_step(cfg, paths, resume=True, progress=progress, console=console, net=net, bundle=bundle)

@@ -105,3 +105,16 @@ def test_progress_bar_runs(capsys):
     res = search(small_space(), small_eval, COLS, strategy="random", evaluations=5, progress=True)
     assert len(res.evaluations) == 5
     assert "hv=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONS))
+def test_a_search_grown_from_15_to_30_evaluations_measures_15_more_and_ends_like_a_30_run(name, tmp_path):
+    space = small_space()
+    kw = dict(strategy=name, seed=4, progress=False, batch_size=5, strategy_options=OPTIONS[name])
+    planned = search(space, small_eval, COLS, store=tmp_path / "a.db", evaluations=30, **kw)
+    search(space, small_eval, COLS, store=tmp_path / "b.db", evaluations=15, **kw)
+    more = Counting()
+    grown = search(space, more, COLS, store=tmp_path / "b.db", evaluations=30, **kw)
+    assert len(more.calls) == 15 and len(set(more.calls)) == 15
+    assert [e.key for e in grown.evaluations] == [e.key for e in planned.evaluations]
+    assert grown.keys == planned.keys and grown.hypervolume == planned.hypervolume

@@ -323,3 +323,15 @@ def test_training_speed_projection_from_the_first_steps():
     clock = iter([0.0, 1.0, 2.0])  # a training shorter than 6 steps projects at its last step
     short = _Speed(images_per_step=10, steps_left=3, clock=lambda: next(clock))
     assert [short.step(d) for d in (1, 2)] == [None, None] and "20 training images/s over steps 2-3" in short.step(3)
+
+
+def test_a_grown_training_resumes_at_the_next_epoch_on_the_longer_schedule(tmp_path, tiny_data):
+    settings = dict(FAST, warmup_epochs=1, eval_every=0)
+    train(tiny_net(), tiny_data, checkpoint_dir=tmp_path / "grow", **dict(settings, epochs=2))
+    grown = train(tiny_net(seed=5), tiny_data, checkpoint_dir=tmp_path / "grow", resume=True,
+                  **dict(settings, epochs=4))
+    assert grown.resumed_from == 2 and grown.epochs_done == 4
+    assert load_supernet(tmp_path / "grow").trained_epochs == 4 and tiny_net().trained_epochs is None
+    planned = train(tiny_net(), tiny_data, **dict(settings, epochs=4))  # planned with 4 epochs from the start
+    assert [h["lr"] for h in grown.history[2:]] == pytest.approx([h["lr"] for h in planned.history[2:]])
+    assert grown.history[1]["lr"] != pytest.approx(planned.history[1]["lr"])  # the first two ran the 2-epoch plan

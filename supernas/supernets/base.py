@@ -37,7 +37,8 @@ class Supernet(nn.Module):
 
     Subclasses set ``self.space`` and implement ``_apply_config(cfg)`` (push a full config into the elastic
     ops) and ``_build_static(cfg)`` (a plain module with weights copied for the active config).
-    ``arch`` holds the constructor arguments, so a checkpoint can rebuild the same supernet.
+    ``arch`` holds the constructor arguments, so a checkpoint can rebuild the same supernet;
+    ``trained_epochs`` is the number of finished epochs of the checkpoint it was loaded from (else None).
     """
 
     family: str = "?"
@@ -46,6 +47,7 @@ class Supernet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.arch: dict[str, Any] = {}
+        self.trained_epochs: int | None = None
         self._active: Config | None = None
 
     # ---------------------------------------------------------------- active sub-network

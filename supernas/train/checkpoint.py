@@ -105,4 +105,6 @@ def load_supernet(path: str | os.PathLike, map_location: str | torch.device = "c
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "shape mismatch"
         raise CheckpointError(f"{path}: weights do not fit supernet {state['arch'].get('family')!r} ({first})") from None
+    epoch = state.get("epoch")
+    net.trained_epochs = int(epoch) + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None
     return net.eval()

@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -74,6 +75,14 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
         return cosine
     linear = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / (warm + 1), total_iters=warm)
     return torch.optim.lr_scheduler.SequentialLR(opt, [linear, cosine], milestones=[warm])
+
+
+def fast_forward(sched: torch.optim.lr_scheduler.LRScheduler, steps: int) -> None:
+    """Advance a fresh per-step schedule by ``steps`` (its optimizer's learning rate follows)."""
+    with warnings.catch_warnings():  # stepping a schedule before its optimizer is intended here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps):
+            sched.step()
 
 
 def _device(cfg: TrainConfig) -> torch.device:
@@ -229,10 +238,14 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
         try:
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
+            start = int(state["epoch"]) + 1
+            planned = state.get("config", {}).get("epochs") if isinstance(state.get("config"), dict) else None
+            if planned is None or planned == cfg.epochs:
+                sched.load_state_dict(state["scheduler"])
+            else:  # a grown run: the schedule of the new length, at the step training stopped
+                fast_forward(sched, start * steps)
             scaler.load_state_dict(state.get("scaler", {}))
             set_rng_state(state["rng"])
-            start = int(state["epoch"]) + 1
         except (KeyError, ValueError, RuntimeError, TypeError) as e:  # weights only, or other training settings
             what = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) else type(e).__name__
             raise CheckpointError(f"{ckpt_dir / LAST} cannot resume this training ({what}); start over with "
