@@ -50,3 +50,15 @@ def test_dump_config_is_the_valid_default(capsys):
     assert code == 0
     cfg = parse_config(yaml.safe_load(out))
     assert cfg.data.dataset == "digits"
+
+
+def test_import_and_help_do_not_load_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, supernas, supernas.cli; heavy = [m for m in ('torch', 'sklearn', 'tokenizers', 'ray') "
+            "if m in sys.modules]; assert not heavy, heavy; "
+            "from supernas.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
