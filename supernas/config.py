@@ -286,11 +286,29 @@ def _one_line(err: ValidationError) -> str:
     return f"config error at {where}: {what}"
 
 
+MAX_DEPTH = 24  # nesting levels of a run file (the deepest legitimate one has 5)
+MAX_BYTES = 1 << 20
+
+
+def _too_deep(doc: Any) -> bool:
+    """True when ``doc`` nests more than MAX_DEPTH mappings / lists (checked without recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > MAX_DEPTH:
+                return True
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
 def parse_config(doc: Any, source: str = "config") -> RunConfig:
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{source}: a run file must be a YAML mapping, got {type(doc).__name__}")
+    if _too_deep(doc):
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; a run file needs at most 5")
     try:
         return RunConfig.model_validate(doc)
     except ValidationError as e:
@@ -302,8 +320,12 @@ def load_config(path: str | Path) -> RunConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"run file not found: {p}")
+    if p.stat().st_size > MAX_BYTES:
+        raise ConfigError(f"{p}: {p.stat().st_size:,} bytes; a run file is at most {MAX_BYTES:,}")
     try:
         doc = yaml.safe_load(p.read_text())
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to read; a run file needs at most 5 levels") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         raise ConfigError(f"{p}: not valid YAML" + (f" (line {line + 1})" if line is not None else "")) from None

@@ -62,3 +62,21 @@ def test_examples_are_valid_run_files():
     for p in examples:
         cfg = load_config(p)
         assert cfg.search.objectives and cfg.targets
+
+
+@pytest.mark.parametrize("levels", [30, 600, 50_000])
+def test_absurd_nesting_is_refused_in_one_line(tmp_path, levels):
+    p = tmp_path / "deep.yaml"
+    p.write_text("seed: " + "[" * levels + "1" + "]" * levels + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "nested" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_huge_run_file_and_thread_count_are_refused(tmp_path):
+    p = tmp_path / "big.yaml"
+    p.write_text("name: x\n" + "# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match="a run file is at most"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="train.num_threads"):
+        parse_config({"train": {"num_threads": 10 ** 20}}, "run.yaml")

@@ -45,7 +45,7 @@ class TrainConfig(BaseModel):
     grad_clip: float | None = Field(None, gt=0)
     batch_size: int = Field(64, ge=1)
     seed: int = 0
-    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (default: leave as is)")
+    num_threads: int | None = Field(None, ge=1, le=1024, description="torch CPU threads (default: leave as is)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     channels_last: bool = Field(
