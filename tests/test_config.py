@@ -29,6 +29,8 @@ def test_defaults_roundtrip(tmp_path):
     ({"search": {"constraints": {"macs": [">>", 5]}}}, "macs"),
     ({"search": {"options": {"populaton": 4}}}, "bad option for strategy 'linas'"),
     ({"supernet": {"family": "resnet", "args": {"blok": "basic"}}}, "unknown argument 'blok' for supernet 'resnet'"),
+    ({"supernet": {"args": {"dropout": 2.5}}}, "dropout must be a number in [0, 1), got 2.5"),
+    ({"supernet": {"args": {"width_mult": float("inf")}}}, "width_mult must be finite"),
     ([1, 2], "must be a YAML mapping"),
 ])
 def test_bad_values_give_one_line(doc, message):

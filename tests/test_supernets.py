@@ -194,3 +194,15 @@ def test_weight_cache_follows_a_move_to_another_dtype_or_device(small_mbv3):
         double = net(x.double())  # a stale float32 cache would raise a dtype mismatch here
     assert double.dtype == torch.float64
     assert torch.allclose(double.float(), single, atol=1e-5)
+
+
+@pytest.mark.parametrize("args, needle", [
+    ({"width_mult": 1e39}, "bad arguments for supernet 'mbv3'"),
+    ({"width_mult": 60.0}, "GiB of weights; this machine has"),
+])
+def test_absurd_sizes_are_refused_before_allocation(args, needle, monkeypatch):
+    import supernas.supernets.base as base
+
+    monkeypatch.setattr(base, "available_memory", lambda: 8 << 30)  # the same answer on every machine
+    with pytest.raises(sn.ConfigError, match=needle):
+        sn.create_supernet("mbv3", num_classes=10, image_size=32, **args)

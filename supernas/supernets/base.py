@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -149,17 +150,46 @@ def supernet_arch(name: str, **kwargs: Any) -> dict[str, Any]:
     if unknown:
         allowed = [p for p in params if p != "self"]
         raise ConfigError(f"unknown argument {unknown[0]!r} for supernet {name!r}; allowed: {', '.join(allowed)}")
+    for k, v in kwargs.items():  # value checks every family shares, also run when a run file is loaded
+        values = v if isinstance(v, (list, tuple)) else [v]
+        if any(isinstance(x, float) and not math.isfinite(x) for x in values):
+            raise ConfigError(f"supernet {name!r}: {k} must be finite, got {v!r}")
+        if k.endswith("dropout") and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1):
+            raise ConfigError(f"supernet {name!r}: {k} must be a number in [0, 1), got {v!r}")
     bound = inspect.signature(cls.__init__).bind(None, **kwargs)
     bound.apply_defaults()
     return {"family": name, **{k: v for k, v in bound.arguments.items() if k != "self"}}
 
 
-def create_supernet(name: str, **kwargs: Any) -> Supernet:
-    """Build supernet family ``name`` with its constructor arguments (timm-style factory)."""
-    arch = supernet_arch(name, **kwargs)
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still hand out (``MemAvailable``), None where unknown."""
     try:
-        net = family_class(name)(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"bad arguments for supernet {name!r}: {e}") from e
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def create_supernet(name: str, **kwargs: Any) -> Supernet:
+    """Build supernet family ``name`` with its constructor arguments (timm-style factory). The network is
+    first built on the ``meta`` device (no memory): bad arguments and a supernet whose weights would not fit
+    in this machine's available memory are refused before anything is allocated."""
+    arch = supernet_arch(name, **kwargs)
+    cls = family_class(name)
+    try:
+        with torch.device("meta"):
+            probe = cls(**kwargs)
+        weight_bytes = sum(t.numel() * t.element_size() for t in (*probe.parameters(), *probe.buffers()))
+        del probe
+    except (TypeError, ValueError, OverflowError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"bad arguments for supernet {name!r}: {first}") from e
+    free = available_memory()
+    if free is not None and 2 * weight_bytes > free:  # weights + their gradients, before the optimizer's
+        raise ConfigError(f"supernet {name!r} with these arguments holds {weight_bytes / 2**30:,.1f} GiB of "
+                          f"weights; this machine has {free / 2**30:,.1f} GiB available")
+    net = cls(**kwargs)
     net.arch = arch
     return net
