@@ -72,6 +72,25 @@ def test_checkpoint_of_another_family(run, command, capsys):
     assert_one_line(*cli(argv, capsys), "belongs to another supernet", "resnet")
 
 
+@pytest.mark.parametrize("entry, value, needle", [
+    ("arch", ["mbv3"], "its 'arch' entry is list"),
+    ("model", 3, "its 'model' entry is int"),
+    ("history", 7, "its 'history' entry is int"),
+    ("version", "1", "its 'version' entry is str"),
+    ("epoch", -2, "its 'epoch' entry is int, not a non-negative integer"),
+    ("arch", {"family": "mbv3", "width_mult": 1e39}, "its 'arch' does not build"),
+])
+@pytest.mark.parametrize("command", ["search", "measure"])
+def test_damaged_checkpoint_structure_is_named(run, command, entry, value, needle, capsys):
+    cfgfile, paths = run
+    last = paths.checkpoints / "last.pt"
+    state = torch.load(last, weights_only=True)
+    state[entry] = value
+    torch.save(state, last)
+    argv = [command, cfgfile, "-q"] if command != "measure" else [command, cfgfile]
+    assert_one_line(*cli(argv, capsys), str(last), needle)
+
+
 def test_checkpoint_of_same_family_other_shape(run, capsys):
     cfgfile, paths = run
     wide = sn.create_supernet("mbv3", num_classes=10, in_channels=1, image_size=8,

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError
 from ..supernets import Supernet, create_supernet
 
 FORMAT = "supernas-checkpoint"
@@ -80,12 +80,43 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                               f"{type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a supernas checkpoint")
-    if state.get("version", 0) > VERSION:
+    problem = structure_problem(state)
+    if problem:
+        raise CheckpointError(f"{path} is damaged: {problem}; delete it to train again from scratch")
+    if state["version"] > VERSION:
         raise CheckpointError(f"{path} has checkpoint version {state['version']}; this supernas reads <= {VERSION}")
-    for key in ("arch", "model"):
-        if key not in state:
-            raise CheckpointError(f"{path} is incomplete: no {key!r} entry")
     return state
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# entry -> (check, what it must be); 'arch' and 'model' are required, the others checked when present
+_ENTRIES = {
+    "version": (_is_int, "an integer"),
+    "arch": (lambda v: isinstance(v, dict) and isinstance(v.get("family"), str), "a dict naming a 'family'"),
+    "model": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                                    for k, t in v.items()), "a dict of named tensors"),
+    "optimizer": (lambda v: isinstance(v, dict), "a dict"),
+    "scheduler": (lambda v: isinstance(v, dict), "a dict"),
+    "scaler": (lambda v: isinstance(v, dict), "a dict"),
+    "rng": (lambda v: isinstance(v, dict) and isinstance(v.get("torch"), torch.Tensor), "a dict of generator states"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "config": (lambda v: isinstance(v, dict), "a dict"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of dicts"),
+}
+
+
+def structure_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with the structure of a loaded checkpoint (None when nothing is)."""
+    for key in ("version", "arch", "model"):
+        if key not in state:
+            return f"no {key!r} entry"
+    for key, (ok, what) in _ENTRIES.items():
+        if key in state and not ok(state[key]):
+            return f"its {key!r} entry is {type(state[key]).__name__}, not {what}"
+    return None
 
 
 def build_from_arch(arch: dict[str, Any]) -> Supernet:
@@ -99,12 +130,14 @@ def build_from_arch(arch: dict[str, Any]) -> Supernet:
 def load_supernet(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Supernet:
     """Rebuild the supernet saved in a checkpoint (file or checkpoint folder) with its trained weights."""
     state = load_checkpoint(path, map_location)
-    net = build_from_arch(state["arch"])
+    try:
+        net = build_from_arch(state["arch"])
+    except ConfigError as e:  # absurd or foreign constructor arguments
+        raise CheckpointError(f"{path} is damaged: its 'arch' does not build ({e})") from None
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "shape mismatch"
         raise CheckpointError(f"{path}: weights do not fit supernet {state['arch'].get('family')!r} ({first})") from None
-    epoch = state.get("epoch")
-    net.trained_epochs = int(epoch) + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    net.trained_epochs = state["epoch"] + 1 if "epoch" in state else None
     return net.eval()
