@@ -84,7 +84,24 @@ def _column(target: str, objective: str) -> str:
 
 
 def _value(v: float | None) -> float:
+    if isinstance(v, (str, bytes)):
+        raise ValueError(f"a stored value is text ({v!r})")
     return float("nan") if v is None else float(v)
+
+
+def _meta(text: Any) -> dict[str, Any]:
+    try:
+        meta = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
 
 
 class Store:
@@ -95,6 +112,7 @@ class Store:
         self.readonly = readonly
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self.damaged_rows = 0  # evaluations the last records() call could not read
         self._open()
 
     # ------------------------------------------------------------------ opening
@@ -127,7 +145,10 @@ class Store:
                 fmt = dict(conn.execute("SELECT name, value FROM supernas_meta").fetchall())
                 if fmt.get("format") != FORMAT:
                     raise StoreError(f"{self.path} is not a supernas result store")
-                if int(fmt.get("version", "0")) > VERSION:
+                version = fmt.get("version", "0")
+                if not str(version).isdigit():
+                    raise StoreError(f"{self.path} is damaged: its store version {version!r} is not a number")
+                if int(version) > VERSION:
                     raise StoreError(f"{self.path} was written by a newer supernas (store version "
                                      f"{fmt['version']} > {VERSION})")
         except sqlite3.OperationalError as e:
@@ -178,8 +199,12 @@ class Store:
                 out = fn(conn)
                 conn.execute("COMMIT")
                 return out
+            except sqlite3.DatabaseError as e:
+                _rollback(conn)
+                raise StoreError(f"cannot write result store {self.path} ({e}); it may be damaged: "
+                                 f"copy its readable rows with `supernas.store.Store.records` or start a new one") from e
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
@@ -198,7 +223,7 @@ class Store:
         def tx(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR IGNORE INTO runs (run, meta, created) VALUES (?, '{}', ?)", (run, time.time()))
             if meta:
-                old = json.loads(conn.execute("SELECT meta FROM runs WHERE run=?", (run,)).fetchone()[0])
+                old = _meta(conn.execute("SELECT meta FROM runs WHERE run=?", (run,)).fetchone()[0])
                 conn.execute("UPDATE runs SET meta=? WHERE run=?", (json.dumps({**old, **dict(meta)}), run))
 
         self._write(tx)
@@ -210,7 +235,7 @@ class Store:
         rows = self._read("SELECT meta FROM runs WHERE run=?", (run,))
         if not rows:
             raise StoreError(f"no run {run!r} in result store {self.path}; runs: {', '.join(self.runs()) or 'none'}")
-        return json.loads(rows[0][0])
+        return _meta(rows[0][0])  # damaged metadata reads as empty; the next add_run rewrites it
 
     # ----------------------------------------------------------------- writing
     def put(self, run: str, key: str, config: Mapping[str, Any], values: Mapping[str, float], *,
@@ -273,11 +298,25 @@ class Store:
         evals = self._read(f"SELECT run, key, config, status, error, time, elapsed_s FROM evaluations {where} "
                            "ORDER BY id", args)
         values: dict[tuple[str, str], dict[str, float]] = {}
+        damaged: set[tuple[str, str]] = set()
         for r, k, t, o, v in self._read(f"SELECT run, key, target, objective, value FROM results {where} "
                                         "ORDER BY rowid", args):
-            values.setdefault((r, k), {})[_column(t, o)] = _value(v)
-        return [Record(r, k, json.loads(c), values.get((r, k), {}), s, tm, el, err)
-                for r, k, c, s, err, tm, el in evals]
+            try:
+                values.setdefault((r, k), {})[_column(t, o)] = _value(v)
+            except (TypeError, ValueError):
+                damaged.add((r, k))
+        out = []
+        for r, k, c, s, err, tm, el in evals:
+            try:
+                config = json.loads(c)
+            except (TypeError, ValueError):
+                config = None
+            if isinstance(config, dict) and (r, k) not in damaged and s in STATUSES:
+                out.append(Record(r, k, config, values.get((r, k), {}), s, tm, el, err))
+            else:
+                damaged.add((r, k))
+        self.damaged_rows = len(damaged)  # skipped; a resumed search measures them again
+        return out
 
     def failed(self, run: str) -> list[Record]:
         return [rec for rec in self.records(run) if rec.status == "failed"]

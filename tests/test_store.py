@@ -202,3 +202,45 @@ def test_reopen_after_killed_writer_keeps_committed_rows(tmp_path):
             assert got[i] == {"accuracy": float(i), "macs": 2.0 * i}
         assert all(v == {"accuracy": float(i), "macs": 2.0 * i} for i, v in got.items())  # no half-written row
         assert st.put("r", json.dumps({"i": 10_000}), {"i": 10_000}, {"accuracy": 1})
+
+
+def _damaged_store(tmp_path, sql: str, args: tuple = ()):
+    import sqlite3
+
+    path = tmp_path / "d.db"
+    with Store(path) as db:
+        db.add_run("r", {"seed": 1})
+        for i in range(4):
+            db.put("r", f"k{i}", {"i": i}, {"accuracy": 0.5 + i / 10, "macs": 10.0 * i})
+    conn = sqlite3.connect(path)
+    conn.execute(sql, args)
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.mark.parametrize("sql", [
+    "UPDATE evaluations SET config='{not json' WHERE key='k1'",
+    "UPDATE evaluations SET config='[1, 2]' WHERE key='k1'",
+    "UPDATE results SET value='abc' WHERE key='k1' AND objective='macs'",
+    "UPDATE evaluations SET status='??' WHERE key='k1'",
+])
+def test_a_partly_damaged_store_still_yields_its_good_rows(tmp_path, sql):
+    with Store(_damaged_store(tmp_path, sql), readonly=True) as db:
+        recs = db.records("r")
+        assert [r.key for r in recs] == ["k0", "k2", "k3"] and db.damaged_rows == 1
+        assert len(db.dataframe("r")) == 3
+
+
+def test_damaged_run_metadata_reads_empty_and_is_rewritten(tmp_path):
+    path = _damaged_store(tmp_path, "UPDATE runs SET meta='{oops'")
+    with Store(path) as db:
+        assert db.run_meta("r") == {}
+        db.add_run("r", {"seed": 2})
+        assert db.run_meta("r") == {"seed": 2}
+
+
+def test_a_text_store_version_is_named(tmp_path):
+    path = _damaged_store(tmp_path, "UPDATE supernas_meta SET value='one' WHERE name='version'")
+    with pytest.raises(StoreError, match=r"is damaged: its store version 'one' is not a number"):
+        Store(path)
