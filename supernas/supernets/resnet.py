@@ -85,103 +85,82 @@ class ResNet(nn.Module):
 
 
 class ElasticResidualBlock(nn.Module):
-    """Shared part of the elastic ResNet blocks: output width ``cout``, hidden width ``cout x ratio`` and
-    a 1x1 projection on the skip path when the block changes resolution or width."""
+    """An elastic ResNet block: a chain of conv + BN layers (``KERNELS``, ReLU between them, the stride on
+    layer ``STRIDE_AT``) whose inner widths are ``cout x ratio`` and whose last width is ``cout``, added to
+    the identity or to a 1x1 projection. ``extract`` gives the static ``STATIC`` block (torchvision names:
+    ``conv1``/``bn1`` ... and ``downsample``)."""
 
+    KERNELS: tuple[int, ...]
+    STRIDE_AT: int
+    STATIC: type[Bottleneck] | type[BasicBlock]
     residual = True  # the last BatchNorm of the main path closes a residual branch (zero_init_residual)
 
-    def __init__(self, cin: int, cout: int, stride: int, downsample: bool) -> None:
+    def __init__(self, cin: int, cout: int, max_ratio: float, stride: int, downsample: bool) -> None:
         super().__init__()
         self.stride = stride
+        mid = make_divisible(round(cout * max_ratio))
+        widths = [mid] * (len(self.KERNELS) - 1) + [cout]
+        for i, (k, c_in, c_out) in enumerate(zip(self.KERNELS, [cin, *widths[:-1]], widths), 1):
+            setattr(self, f"conv{i}", ElasticConv2d(c_in, c_out, k, stride if i - 1 == self.STRIDE_AT else 1))
+            setattr(self, f"bn{i}", ElasticBatchNorm2d(c_out))
         self.relu = nn.ReLU(inplace=True)
         self.down_conv = ElasticConv2d(cin, cout, 1, stride) if downsample else None
         self.down_bn = ElasticBatchNorm2d(cout) if downsample else None
 
-    def skip(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_bn(self.down_conv(x)) if self.down_conv is not None else x
+    def layers(self) -> list[tuple[ElasticConv2d, ElasticBatchNorm2d]]:
+        return [(getattr(self, f"conv{i}"), getattr(self, f"bn{i}")) for i in range(1, len(self.KERNELS) + 1)]
 
     def set_active(self, cout: int, ratio: float) -> None:
+        convs = [conv for conv, _ in self.layers()]
+        for conv in convs[:-1]:
+            conv.active_out = make_divisible(round(cout * ratio))
+        convs[-1].active_out = cout
         if self.down_conv is not None:
             self.down_conv.active_out = cout
 
-    def extract_skip(self, blk: Bottleneck | BasicBlock, cin: int, cout: int) -> None:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, layers = x, self.layers()
+        for conv, bn in layers[:-1]:
+            y = self.relu(bn(conv(y)))
+        conv, bn = layers[-1]
+        skip = self.down_bn(self.down_conv(x)) if self.down_conv is not None else x
+        return self.relu(bn(conv(y)) + skip)
+
+    def extract(self, cin: int) -> Bottleneck | BasicBlock:
+        layers = self.layers()
+        mid, cout = layers[0][0].active_out, layers[-1][0].active_out
+        blk = self.STATIC(cin, mid, cout, self.stride, self.down_conv is not None)
+        c_in = cin
+        for i, (conv, bn) in enumerate(layers, 1):
+            setattr(blk, f"conv{i}", conv.extract(c_in))
+            setattr(blk, f"bn{i}", bn.extract(conv.active_out))
+            c_in = conv.active_out
         if blk.downsample is not None:
             blk.downsample[0], blk.downsample[1] = self.down_conv.extract(cin), self.down_bn.extract(cout)
+        return blk
+
+    def last_norm(self) -> nn.Module:
+        return self.layers()[-1][1]
+
+    @torch.no_grad()
+    def reorder_channels(self) -> None:
+        """Inner channels sorted by importance to the next layer, last layer first (the function is kept)."""
+        layers = self.layers()
+        for (conv, bn), (nxt, _) in reversed(list(zip(layers[:-1], layers[1:]))):
+            perm = importance_order(nxt.weight, dim=1)
+            permute_out(conv, perm), permute_out(bn, perm), permute_in(nxt, perm)
 
 
 class ElasticBottleneck(ElasticResidualBlock):
-    """Bottleneck with elastic output width and hidden width (output width x expand ratio)."""
+    """Bottleneck 1x1 -> 3x3 (stride) -> 1x1; hidden width = output width x expand ratio."""
 
-    def __init__(self, cin: int, cout: int, max_ratio: float, stride: int, downsample: bool) -> None:
-        super().__init__(cin, cout, stride, downsample)
-        mid = make_divisible(round(cout * max_ratio))
-        self.conv1, self.bn1 = ElasticConv2d(cin, mid, 1), ElasticBatchNorm2d(mid)
-        self.conv2, self.bn2 = ElasticConv2d(mid, mid, 3, stride), ElasticBatchNorm2d(mid)
-        self.conv3, self.bn3 = ElasticConv2d(mid, cout, 1), ElasticBatchNorm2d(cout)
-
-    def set_active(self, cout: int, ratio: float) -> None:
-        super().set_active(cout, ratio)
-        self.conv1.active_out = self.conv2.active_out = make_divisible(round(cout * ratio))
-        self.conv3.active_out = cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.relu(self.bn1(self.conv1(x)))
-        y = self.relu(self.bn2(self.conv2(y)))
-        return self.relu(self.bn3(self.conv3(y)) + self.skip(x))
-
-    def extract(self, cin: int) -> Bottleneck:
-        mid, cout = self.conv1.active_out, self.conv3.active_out
-        blk = Bottleneck(cin, mid, cout, self.stride, self.down_conv is not None)
-        blk.conv1, blk.bn1 = self.conv1.extract(cin), self.bn1.extract(mid)
-        blk.conv2, blk.bn2 = self.conv2.extract(mid), self.bn2.extract(mid)
-        blk.conv3, blk.bn3 = self.conv3.extract(mid), self.bn3.extract(cout)
-        self.extract_skip(blk, cin, cout)
-        return blk
-
-    def last_norm(self) -> nn.BatchNorm2d:
-        return self.bn3
-
-    @torch.no_grad()
-    def reorder_channels(self) -> None:
-        perm = importance_order(self.conv3.weight, dim=1)
-        permute_out(self.conv2, perm), permute_out(self.bn2, perm), permute_in(self.conv3, perm)
-        perm = importance_order(self.conv2.weight, dim=1)
-        permute_out(self.conv1, perm), permute_out(self.bn1, perm), permute_in(self.conv2, perm)
+    KERNELS, STRIDE_AT, STATIC = (1, 3, 1), 1, Bottleneck
 
 
 class ElasticBasicBlock(ElasticResidualBlock):
-    """Basic block with elastic output width and elastic width of its first 3x3 conv (output x ratio)."""
+    """Basic block 3x3 (stride) -> 3x3; the first conv's width = output width x expand ratio."""
 
-    def __init__(self, cin: int, cout: int, max_ratio: float, stride: int, downsample: bool) -> None:
-        super().__init__(cin, cout, stride, downsample)
-        mid = make_divisible(round(cout * max_ratio))
-        self.conv1, self.bn1 = ElasticConv2d(cin, mid, 3, stride), ElasticBatchNorm2d(mid)
-        self.conv2, self.bn2 = ElasticConv2d(mid, cout, 3), ElasticBatchNorm2d(cout)
-
-    def set_active(self, cout: int, ratio: float) -> None:
-        super().set_active(cout, ratio)
-        self.conv1.active_out = make_divisible(round(cout * ratio))
-        self.conv2.active_out = cout
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
-        return self.relu(y + self.skip(x))
-
-    def extract(self, cin: int) -> BasicBlock:
-        mid, cout = self.conv1.active_out, self.conv2.active_out
-        blk = BasicBlock(cin, mid, cout, self.stride, self.down_conv is not None)
-        blk.conv1, blk.bn1 = self.conv1.extract(cin), self.bn1.extract(mid)
-        blk.conv2, blk.bn2 = self.conv2.extract(mid), self.bn2.extract(cout)
-        self.extract_skip(blk, cin, cout)
-        return blk
-
-    def last_norm(self) -> nn.BatchNorm2d:
-        return self.bn2
-
-    @torch.no_grad()
-    def reorder_channels(self) -> None:
-        perm = importance_order(self.conv2.weight, dim=1)
-        permute_out(self.conv1, perm), permute_out(self.bn1, perm), permute_in(self.conv2, perm)
+    KERNELS, STRIDE_AT, STATIC = (3, 3), 0, BasicBlock
 
 
 BLOCKS: dict[str, type[ElasticBottleneck] | type[ElasticBasicBlock]] = {
