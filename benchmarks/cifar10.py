@@ -9,11 +9,13 @@ and measured on the test split. Each is also trained from scratch (fresh weights
 schedule, batch size and augmentation) and measured the same way. Goals (2-core CPU, about an hour of
 supernet training): largest >= 85 %, smallest >= 75 %, every sub-network within 1.5 points of its twin.
 Run: ``.venv/bin/python benchmarks/cifar10.py [--config examples/cifar10_cpu.yaml] [--epochs N]
-[--scratch-epochs N] [--random 3] [--no-scratch]``.
+[--scratch-epochs N] [--random 3] [--no-scratch] [--work DIR]``. With ``--work`` the supernet's checkpoints and
+each finished from-scratch twin are kept there, so a killed run resumes where it stopped.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -88,6 +90,7 @@ def main() -> None:
     ap.add_argument("--random", type=int, default=3)
     ap.add_argument("--no-scratch", action="store_true")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--work", default=None, help="keep checkpoints and finished twins here (resumable)")
     args = ap.parse_args()
     cfg = load_config(args.config)
     cfg.data.dataset = args.data
@@ -104,9 +107,13 @@ def main() -> None:
     loader_ips = loader_speed(data, tc.batch_size, cfg.seed)
     print(f"loader alone: {loader_ips:,.0f} images/s (load {load()})", flush=True)
     net = build_supernet(cfg, data)
-    t0 = time.perf_counter()
-    result = train(net, data, config=tc, progress=True)
-    train_s = time.perf_counter() - t0
+    work = Path(args.work) if args.work else None
+    ckpt = work / "supernet" if work else None
+    result = train(net, data, config=tc, progress=True, checkpoint_dir=ckpt,
+                   resume=bool(ckpt and (ckpt / "last.pt").exists()))
+    twins_file = work / "twins.json" if work else None
+    twins = json.loads(twins_file.read_text()) if twins_file and twins_file.exists() else {}
+    train_s = sum(r["epoch_s"] for r in result.history)  # resumed: the earlier epochs' own times count too
     step_ips = sum(r["images_per_s"] for r in result.history) / len(result.history)
     print(f"supernet: {train_s:.0f} s, {step_ips:,.0f} training images/s (load {load()})", flush=True)
     picks = {"largest": net.space.largest(), "smallest": net.space.smallest()}
@@ -116,55 +123,75 @@ def main() -> None:
     calib = loaders(data, tc.batch_size, seed=cfg.seed)[0]
     test = data.eval_loader("test", 500)
     rows = []
-    for name, sub in picks.items():
+    for name, sub in picks.items():  # every supernet number first: they do not wait for the twins
         macs = count(net.extract(sub).eval(), shape)["macs"]
         acc = 100 * subnet_accuracy(net, sub, calib, test, tc.bn_calib_batches)
-        scratch, scratch_s = None, None
-        if not args.no_scratch:
-            torch.manual_seed(cfg.seed)
-            fresh = build_supernet(cfg, data)
-            model = fresh.extract(sub).train()
-            if tc.zero_init_residual:
-                zero_init_residual(model)
-            stc = TrainConfig.make(tc, epochs=args.scratch_epochs or tc.epochs,
-                                   warmup_epochs=min(tc.warmup_epochs, (args.scratch_epochs or tc.epochs) - 1))
-            torch.manual_seed(cfg.seed)
-            scratch_s = train_static(model, data, stc)
-            model.to(memory_format=torch.contiguous_format)
-            recalibrate_bn(model, calib, tc.bn_calib_batches)
-            scratch = 100 * top1(model, test)
-        rows.append((name, macs, acc, scratch, scratch_s))
-        print(f"{name}: {macs:,} MACs, supernet {acc:.2f} %" + (f", scratch {scratch:.2f} % ({scratch_s:.0f} s)"
-                                                                if scratch is not None else ""), flush=True)
-    lines = ["| sub-network | MACs | from supernet (test %) | from scratch (test %) | gap (points) |",
-             "|---|---|---|---|---|"]
-    for name, macs, acc, scratch, _ in rows:
-        lines.append(f"| {name} | {macs:,} | {acc:.2f} | {'-' if scratch is None else f'{scratch:.2f}'} | "
-                     f"{'-' if scratch is None else f'{scratch - acc:+.2f}'} |")
-    gaps = [s - a for _, _, a, s, _ in rows if s is not None]
-    big, small = rows[0][2], rows[1][2]
-    summary = [
-        f"Supernet training: {train_s / 60:.1f} min for {tc.epochs} epochs; training step {step_ips:,.0f} "
-        f"images/s vs loader alone {loader_ips:,.0f} images/s ({loader_ips / step_ips:.1f}x); data indexed and "
-        f"cached in {t_load:.0f} s; peak resident memory {peak_rss_mb():,.0f} MB; load {load()} at the end.",
-        f"Largest {big:.2f} % (goal >= {GOALS['largest']:.0f}: {'met' if big >= GOALS['largest'] else 'NOT met'}), "
-        f"smallest {small:.2f} % (goal >= {GOALS['smallest']:.0f}: "
-        f"{'met' if small >= GOALS['smallest'] else 'NOT met'})."]
-    if gaps:
-        summary.append(f"Worst gap (scratch - supernet) {max(gaps):+.2f} points (goal <= {GOALS['gap']}: "
-                       f"{'met' if max(gaps) <= GOALS['gap'] else 'NOT met'}); from-scratch twins trained "
-                       f"{args.scratch_epochs or tc.epochs} epochs each, "
-                       f"{sum(r[4] for r in rows) / 60:.1f} min in all.")
-    table = "\n".join(lines)
-    print(table + "\n" + "\n".join(summary))
-    if not args.no_write:
-        rel = os.path.relpath(args.config, ROOT)
-        write_section("cifar10.py", f"Run file `{rel}` ({cfg.supernet.family} {cfg.supernet.args}), "
-                      f"{tc.epochs} supernet epochs (sandwich: largest + smallest + {tc.num_random} random), "
-                      f"batch {tc.batch_size}, augment {data.augment}, {tc.num_threads or torch.get_num_threads()} "
-                      f"training thread(s), {data.workers} loader worker(s). Data: {data.describe()}; test = the "
-                      f"10,000 test JPEGs. No GPU in this session: the GPU goals were not measured.\n\n"
-                      f"{table}\n\n" + "\n".join(f"- {s}" for s in summary))
+        rows.append([name, macs, acc, None, None])
+        print(f"{name}: {macs:,} MACs, supernet {acc:.2f} %", flush=True)
+
+    def summarise() -> None:
+        """Print and write the table so far (a killed run leaves the twins measured up to then)."""
+        lines = ["| sub-network | MACs | from supernet (test %) | from scratch (test %) | gap (points) |",
+                 "|---|---|---|---|---|"]
+        for name, macs, acc, scratch, _ in rows:
+            pending = "-" if args.no_scratch else "pending"
+            lines.append(f"| {name} | {macs:,} | {acc:.2f} | {pending if scratch is None else f'{scratch:.2f}'} | "
+                         f"{pending if scratch is None else f'{scratch - acc:+.2f}'} |")
+        gaps = [s - a for _, _, a, s, _ in rows if s is not None]
+        big, small = rows[0][2], rows[1][2]
+        summary = [
+            f"Supernet training: {train_s / 60:.1f} min for {tc.epochs} epochs; training step {step_ips:,.0f} "
+            f"images/s vs loader alone {loader_ips:,.0f} images/s ({loader_ips / step_ips:.1f}x); data indexed and "
+            f"cached in {t_load:.0f} s; peak resident memory {peak_rss_mb():,.0f} MB; load {load()} now.",
+            f"Largest {big:.2f} % (goal >= {GOALS['largest']:.0f}: {'met' if big >= GOALS['largest'] else 'NOT met'}), "
+            f"smallest {small:.2f} % (goal >= {GOALS['smallest']:.0f}: "
+            f"{'met' if small >= GOALS['smallest'] else 'NOT met'})."]
+        if gaps:
+            done = f"{len(gaps)} of {len(rows)}" if len(gaps) < len(rows) else "all"
+            summary.append(f"Worst gap (scratch - supernet) so far {max(gaps):+.2f} points (goal <= {GOALS['gap']}: "
+                           f"{'met' if max(gaps) <= GOALS['gap'] else 'NOT met'}; {done} twins measured); "
+                           f"from-scratch twins trained {args.scratch_epochs or tc.epochs} epochs each, "
+                           f"{sum(r[4] for r in rows if r[4]) / 60:.1f} min in all.")
+        table = "\n".join(lines)
+        print(table + "\n" + "\n".join(summary), flush=True)
+        if not args.no_write:
+            rel = os.path.relpath(args.config, ROOT)
+            write_section("cifar10.py", f"Run file `{rel}` ({cfg.supernet.family} {cfg.supernet.args}), "
+                          f"{tc.epochs} supernet epochs (sandwich: largest + smallest + {tc.num_random} random), "
+                          f"batch {tc.batch_size}, augment {data.augment}, "
+                          f"{tc.num_threads or torch.get_num_threads()} training thread(s), {data.workers} loader "
+                          f"worker(s). Data: {data.describe()}; test = the 10,000 test JPEGs. No GPU in this "
+                          f"session: the GPU goals were not measured.\n\n{table}\n\n"
+                          + "\n".join(f"- {s}" for s in summary))
+
+    def twin_key(name: str, sub: dict) -> str:
+        return json.dumps([name, sub, args.scratch_epochs or tc.epochs], sort_keys=True)
+
+    for row, sub in zip(rows, picks.values()):  # twins finished by an earlier, killed run
+        if not args.no_scratch and twin_key(row[0], sub) in twins:
+            row[3], row[4] = twins[twin_key(row[0], sub)]
+    summarise()
+    for row, sub in zip(rows, picks.values()):
+        if args.no_scratch or row[3] is not None:
+            continue
+        key = twin_key(row[0], sub)
+        torch.manual_seed(cfg.seed)
+        fresh = build_supernet(cfg, data)
+        model = fresh.extract(sub).train()
+        if tc.zero_init_residual:  # the same initialisation the supernet's training starts from
+            zero_init_residual(model)
+        stc = TrainConfig.make(tc, epochs=args.scratch_epochs or tc.epochs,
+                               warmup_epochs=min(tc.warmup_epochs, (args.scratch_epochs or tc.epochs) - 1))
+        torch.manual_seed(cfg.seed)
+        scratch_s = train_static(model, data, stc)
+        model.to(memory_format=torch.contiguous_format)
+        recalibrate_bn(model, calib, tc.bn_calib_batches)
+        twins[key] = (100 * top1(model, test), scratch_s)
+        if twins_file:
+            twins_file.write_text(json.dumps(twins))
+        row[3], row[4] = twins[key]
+        print(f"{row[0]}: scratch {row[3]:.2f} % ({row[4]:.0f} s)", flush=True)
+        summarise()
 
 
 if __name__ == "__main__":

@@ -186,6 +186,9 @@ def test_cache_is_built_once_and_rebuilt_when_a_file_changes(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in entries}
     load_image_folder(tmp_path / "d", cache="on", cache_dir=cache)
     assert {p: p.stat().st_mtime_ns for p in sorted(cache.glob("*.npy"))} == mtimes  # reused
+    relative = os.path.relpath(tmp_path / "d")
+    load_image_folder(relative, cache="on", cache_dir=cache)  # the same folder spelt another way
+    assert {p: p.stat().st_mtime_ns for p in sorted(cache.glob("*.npy"))} == mtimes
     assert min(int(a.train[i][0].max()) for i in range(len(a.train))) > 0
     Image.fromarray(np.zeros((6, 6, 3), np.uint8)).save(tmp_path / "d" / "train" / "dog" / "7.png")
     b = load_image_folder(tmp_path / "d", cache="on", cache_dir=cache)

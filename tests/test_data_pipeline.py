@@ -34,7 +34,8 @@ def test_cifar10_cpu_example_runs_end_to_end_on_a_jpeg_folder(tmp_path, capsys):
     doc["out"] = str(tmp_path / "run")
     doc["data"].update(dataset=str(jpeg_folders(tmp_path / "jpegs")), val_fraction=0.25,
                        cache_dir=str(tmp_path / "cache"))
-    doc["supernet"]["args"].update(width_mult=0.25, depths=[1, 2], kernel_sizes=[3], expand_ratios=[2, 3])
+    doc["supernet"]["args"].update(stem_width=8, stage_widths=[8, 16, 16, 16], width_mults=[0.5, 1.0],
+                                   expand_ratios=[0.5, 1.0])  # the example's space, shrunk
     doc["train"].update(epochs=1, batch_size=8, num_threads=1, warmup_epochs=0, eval_every=0)
     doc["targets"]["cpu"].update(warmup=1, repeats=3)
     doc["search"].update(evaluations=4)

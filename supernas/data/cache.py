@@ -36,7 +36,8 @@ def fingerprint(paths: Sequence[str], labels: np.ndarray, size: int, channels: i
             st = os.stat(p)
         except OSError:
             raise DataError(f"image file {p} cannot be read (it vanished or is not accessible)") from None
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
+        # the absolute path: ../data/x and /abs/data/x are one file and one cache entry
+        h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\0{y}\n".encode())
     return h.hexdigest()[:24]
 
 
