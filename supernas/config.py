@@ -45,12 +45,6 @@ class SupernetSection(Section):
             raise ValueError(f"pretrained models are loaded into the bert family, not {self.family!r}")
         if self.teacher == "original" and self.pretrained is None:
             raise ValueError("teacher 'original' needs a pretrained model (supernet.pretrained)")
-        from .supernets import supernet_arch
-
-        try:  # argument names against the family's constructor, at load time
-            supernet_arch(self.family, **self.args)
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
         return self
 
     @field_validator("family")
@@ -278,6 +272,12 @@ class RunConfig(Section):
             raise ValueError("text data needs the bert family, and the bert family needs text data "
                              f"(data.kind: text); got family {self.supernet.family!r} with "
                              f"{'text' if self.data.is_text else 'image'} data")
+        from .supernets import supernet_arch
+
+        try:  # argument names and shared value checks against the family's constructor, at load time
+            supernet_arch(self.supernet.family, **self.supernet.args)
+        except ConfigError as e:
+            raise ValueError(f"supernet: {e}") from None
         return self
 
 

@@ -204,8 +204,8 @@ def test_search_options_reach_the_strategy(tmp_path, capsys):
 
     search = {"strategy": "linas", "objectives": ["accuracy", "macs"], "evaluations": 6}
     bad = run_file(tmp_path, "bad", search={**search, "options": {"populaton": 2}})
-    write_checkpoint(tiny_mbv3(), open_run(parse_config(yaml.safe_load(bad.read_text()))).checkpoints / "last.pt")
     assert_one_line(*cli(["search", bad, "-q"], capsys), "bad option for strategy 'linas'", "populaton")
+    assert not (tmp_path / "bad").exists()  # refused when the run file is loaded, before any work
     good = run_file(tmp_path, "good", search={**search, "options": {
         "initial": 3, "population": 2, "models": ["ridge"], "features": ["base", "lookup", "costs"]}})
     paths = open_run(parse_config(yaml.safe_load(good.read_text())))
