@@ -108,9 +108,9 @@ def open_run(cfg: RunConfig, fresh: bool = False, console: Console | None = None
             raise ConfigError(f"{paths.root} exists and is not a supernas run directory; not deleting it")
         shutil.rmtree(paths.root)
     paths.root.mkdir(parents=True, exist_ok=True)
-    if paths.config.exists():
-        old = load_config(paths.config)
-        changes = run_changes(old, cfg)
+    fresh_dir = not paths.config.exists()
+    if not fresh_dir:
+        changes = run_changes(load_config(paths.config), cfg)
         fixed = {k: v for k, v in changes.items() if k not in GROWABLE}
         if fixed:
             key, (was, now) = next(iter(fixed.items()))
@@ -124,7 +124,7 @@ def open_run(cfg: RunConfig, fresh: bool = False, console: Console | None = None
             _archive_search(paths, was, console)
         if changes and console is not None:
             console.print("run grows: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()))
-    if not paths.config.exists() or run_changes(load_config(paths.config), cfg):
+    if fresh_dir or changes:  # the run file of record is the grown one
         tmp = paths.config.with_suffix(".tmp")
         tmp.write_text(dump_config(cfg))
         tmp.replace(paths.config)
