@@ -38,7 +38,12 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_bytes(model: nn.Module) -> int:
-    """Bytes of the model's state: parameters and persistent buffers, at their stored dtypes."""
+    """Bytes of the model's state: parameters and persistent buffers, at their stored dtypes (for an
+    :class:`~supernas.measure.onnx_model.OnnxModel`, its graph's initialisers)."""
+    from .onnx_model import OnnxModel
+
+    if isinstance(model, OnnxModel):
+        return model.weight_bytes
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 

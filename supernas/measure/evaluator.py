@@ -23,6 +23,7 @@ from .counting import count_bytes, count_macs, count_params
 from .latency import LatencyReference, measure_latency
 from .lut import example_input, median_reference
 from .memory import peak_memory
+from .onnx_model import OnnxModel
 from .objectives import get_objective, register_objective, split_column
 from .targets import TargetSpec, require_available, resolve_targets
 
@@ -44,6 +45,13 @@ class MeasureContext:
     eval_batches: int | None = None
     cache: dict[str, Any] = field(default_factory=dict)
     reference: LatencyReference | None = None
+    float_model: nn.Module | None = None
+
+    @property
+    def counted_model(self) -> nn.Module:
+        """The PyTorch module MACs and parameters are counted on: ``float_model`` when ``model`` is a
+        deployed graph made from it (an INT8 ONNX model computes the same products), else ``model``."""
+        return self.float_model if self.float_model is not None else self.model
 
     def example(self, batch: int | None = None) -> torch.Tensor:
         """An input batch for this sub-network: the target's batch size and shape, or one sample."""
@@ -85,12 +93,12 @@ def _top5(ctx: MeasureContext) -> float:
 
 @_bind("macs")
 def _macs(ctx: MeasureContext) -> float:
-    return float(count_macs(ctx.model, example=ctx.example(batch=1)))
+    return float(count_macs(ctx.counted_model, example=ctx.example(batch=1)))
 
 
 @_bind("params")
 def _params(ctx: MeasureContext) -> float:
-    return float(count_params(ctx.model))
+    return float(count_params(ctx.counted_model))
 
 
 @_bind("bytes")
@@ -107,6 +115,8 @@ def _latency(ctx: MeasureContext) -> float:
 @_bind("peak_mem")
 def _peak_mem(ctx: MeasureContext) -> float:
     assert ctx.target is not None
+    if isinstance(ctx.model, OnnxModel):
+        raise ConfigError("peak_mem is measured on PyTorch models, not on an ONNX Runtime graph")
     return float(peak_memory(ctx.model, ctx.example(), ctx.target))
 
 
@@ -219,14 +229,18 @@ class Evaluator:
     def __call__(self, cfg: Mapping[str, Any]) -> dict[str, float]:
         """Every requested column for config ``cfg``."""
         config = self.supernet.space.validate(cfg)  # type: ignore[attr-defined]
-        model = self.prepare(config)
+        return self.measure(config, self.prepare(config))
+
+    def measure(self, config: Config, model: nn.Module, float_model: nn.Module | None = None) -> dict[str, float]:
+        """Every requested column of ``model`` (sub-network ``config``, prepared; or a graph deployed from
+        the prepared ``float_model``, such as an INT8 :class:`OnnxModel`)."""
         cache: dict[str, Any] = {}
         out: dict[str, float] = {}
         for col in self.columns:
             obj, target = get_objective(col), split_column(col)[1]
             ctx = MeasureContext(self.supernet, config, model, self.targets.get(target) if target else None,
                                  self.eval_loader, self.eval_batches, cache,
-                                 self.reference if obj.name == "latency_ms" else None)
+                                 self.reference if obj.name == "latency_ms" else None, float_model)
             out[col] = float(obj.fn(ctx))  # type: ignore[misc]
         return out
 

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import io
 import statistics
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -39,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .targets import TargetSpec, require_available
+from .onnx_model import OnnxModel, onnx_bytes, ort_session
+from .targets import TargetSpec, TargetUnavailable, require_available
 
 
 @dataclass
@@ -147,38 +146,6 @@ def _time_alternating(fn: Callable[[], object], ref_fn: Callable[[], object], ba
     return times, float(statistics.median(drifts))
 
 
-def onnx_bytes(model: nn.Module, example: torch.Tensor, opset: int | None = None) -> bytes:
-    """The model exported to ONNX, in memory (eval mode; the model's own mode is restored)."""
-    was_training = model.training
-    model.eval()
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                torch.onnx.export(model, (example,), buf, dynamo=False, opset_version=opset,
-                                  input_names=["input"], output_names=["output"])
-            except Exception:  # noqa: BLE001 - models the TorchScript exporter cannot handle
-                buf = io.BytesIO()
-                torch.onnx.export(model, (example,), buf, dynamo=True, opset_version=opset,
-                                  input_names=["input"], output_names=["output"])
-    finally:
-        model.train(was_training)
-    return buf.getvalue()
-
-
-def ort_session(model_bytes: bytes, threads: int = 1):
-    """An ONNX Runtime session: CUDA execution provider when present, else CPU."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    return ort.InferenceSession(model_bytes, opts, providers=providers)
-
-
 class LatencyReference:
     """The fixed model every latency on a CPU target is timed against (drift correction), with its
     calibrated ``baseline_ms`` per target name. Picklable: ONNX Runtime sessions are rebuilt on demand."""
@@ -253,11 +220,16 @@ def measure_latency(model: nn.Module, example: torch.Tensor, spec: TargetSpec,
 def _placed(model: nn.Module, example: torch.Tensor, spec: TargetSpec) -> Iterator[Callable[[], object]]:
     """A no-argument call of ``model(example)`` on ``spec``'s backend (on CUDA the model is moved to the GPU
     and back afterwards; for ONNX Runtime it is exported and loaded into a session)."""
+    if isinstance(model, OnnxModel) and spec.backend != "onnxruntime":
+        raise TargetUnavailable(f"target {spec.name!r} runs PyTorch on {spec.backend}; a {model.precision} "
+                                f"ONNX model is timed on an onnxruntime target")
     if spec.backend == "cpu":
         yield lambda: model(example)
     elif spec.backend == "onnxruntime":
         with torch_threads(spec.threads):
-            sess = ort_session(onnx_bytes(model, example, spec.onnx_opset), spec.threads)
+            graph = model.model_bytes if isinstance(model, OnnxModel) else onnx_bytes(model, example,
+                                                                                      spec.onnx_opset)
+            sess = ort_session(graph, spec.threads)
         feed = {sess.get_inputs()[0].name: example.numpy()}
         yield lambda: sess.run(None, feed)
     else:

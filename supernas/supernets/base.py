@@ -111,6 +111,27 @@ class Supernet(nn.Module):
     def _build_static(self, cfg: Config) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ blocks (quantization policy)
+    #: how the family's sub-networks are quantized to INT8: ``static`` (QDQ, calibrated activation ranges:
+    #: convolutional families) or ``dynamic`` (weights offline, activations per batch: transformers);
+    #: None: the family cannot be quantized
+    quantization: str | None = None
+
+    def block_modules(self, cfg: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+        """The blocks of sub-network ``cfg`` a quantization policy chooses a precision for, in network order:
+        ``{block name: module paths in extract(cfg)}``. Block names are the space's own prefixes
+        (``stage2.block1``, ``layer3``) plus ``stem`` / ``embeddings`` and ``head``."""
+        canon = self.space.validate(cfg if cfg is not None else self.active)
+        full = {c.name: canon.get(c.name, c.options[0]) for c in self.space.choices}
+        blocks = self._block_modules(full)
+        if "resolution" in canon:  # extract() wraps the network as Sequential(InputResize, net)
+            blocks = {name: [f"1.{p}" for p in paths] for name, paths in blocks.items()}
+        return blocks
+
+    def _block_modules(self, cfg: Config) -> dict[str, list[str]]:
+        raise ConfigError(f"supernet family {self.family!r} does not name its blocks, so it has no "
+                          f"quantization policy (families that do: mbv3, resnet, bert, vit)")
+
     def reorder_channels(self) -> None:
         """Sort elastic channels by importance (L1 norm) without changing the function, so that the
         first channels kept by a smaller width are the most important ones."""

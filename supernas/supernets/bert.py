@@ -204,6 +204,12 @@ class BertSupernet(Supernet):
                     self.classifier.extract(width) if self.classifier is not None else None, self.dropout.p,
                     self.pad_token_id, self.pooling)
 
+    quantization = "dynamic"
+
+    def _block_modules(self, cfg: Config) -> dict[str, list[str]]:
+        layers = {f"layer{i + 1}": [f"encoder.layers.{i}"] for i in range(cfg["layers"])}
+        return {"embeddings": ["embeddings"], **layers, "head": ["pooler", "classifier"]}
+
     def reorder_channels(self) -> None:
         """Sort the hidden dimensions and every layer's heads and FFN neurons by importance (the function
         is unchanged)."""

@@ -199,6 +199,14 @@ class MobileNetV3Supernet(Supernet):
         return MobileNetV3(stem, nn.Sequential(*blocks), copy.deepcopy(self.final_expand),
                            copy.deepcopy(self.feature_mix), copy.deepcopy(self.classifier), self.dropout)
 
+    quantization = "static"
+
+    def _block_modules(self, cfg: Config) -> dict[str, list[str]]:
+        names = [f"stage{s}.block{b}" for s in range(1, len(self.stages) + 1)
+                 for b in range(1, cfg[f"stage{s}.depth"] + 1)]
+        return {"stem": ["stem"], **{n: [f"blocks.{i}"] for i, n in enumerate(names)},
+                "head": ["final_expand", "feature_mix", "classifier"]}
+
     def reorder_channels(self) -> None:
         for stage in self.stages:
             for blk in stage.blocks:

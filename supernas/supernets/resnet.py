@@ -262,6 +262,13 @@ class ResNetSupernet(Supernet):
                 cin = cout
         return ResNet(stem, nn.Sequential(*layers), self.fc.extract(cin))
 
+    quantization = "static"
+
+    def _block_modules(self, cfg: Config) -> dict[str, list[str]]:
+        names = [f"stage{s}.block{b}" for s in range(1, len(self.stages) + 1)
+                 for b in range(1, cfg[f"stage{s}.depth"] + 1)]
+        return {"stem": ["stem"], **{n: [f"layers.{i}"] for i, n in enumerate(names)}, "head": ["fc"]}
+
     def reorder_channels(self) -> None:
         for stage in self.stages:
             for blk in stage.blocks:

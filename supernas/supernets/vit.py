@@ -88,6 +88,12 @@ class ViTSupernet(Supernet):
         return ViT(self.patch_embed.extract(), self.cls_token[..., :d], self.pos_embed[..., :d],
                    self.encoder.extract(d), self.norm.extract(d), self.head.extract(d), self.dropout.p)
 
+    quantization = "dynamic"
+
+    def _block_modules(self, cfg: Config) -> dict[str, list[str]]:
+        layers = {f"layer{i + 1}": [f"encoder.layers.{i}"] for i in range(cfg["layers"])}
+        return {"embeddings": ["patch_embed"], **layers, "head": ["norm", "head"]}
+
     def reorder_channels(self) -> None:
         """Sort every layer's heads and FFN neurons by importance (the function is unchanged)."""
         self.encoder.reorder()

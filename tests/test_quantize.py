@@ -1,0 +1,174 @@
+"""INT8 sub-networks (supernas.quantize): valid ONNX Runtime graphs that agree with FP32, per-block policies that
+change the graph, policy choices that round-trip, and quantized searches that resume."""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import supernas as sn
+from supernas import quantize as Q
+from supernas.errors import ConfigError
+from supernas.measure import Evaluator
+from supernas.measure.onnx_model import NonFiniteOutput, OnnxModel
+
+COLUMNS = ["accuracy", "latency_ms@onnxruntime", "bytes", "macs"]
+
+
+@pytest.fixture(scope="module")
+def digits_mbv3():
+    """A small mbv3 trained 6 epochs on the embedded digits (about 10 s), and its data."""
+    from supernas.data import load_dataset
+    from supernas.train.trainer import train
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", image_size=8, channels=1, seed=0)
+    net = sn.create_supernet("mbv3", num_classes=10, image_size=8, in_channels=1, width_mult=0.25, stem_stride=1,
+                             last_channels=64, depths=(1, 2), kernel_sizes=(3, 5), expand_ratios=(2, 4))
+    train(net, data, epochs=6, batch_size=64, progress=False)
+    return net.eval(), data
+
+
+def _val_inputs(data):
+    from supernas.data import loaders
+
+    return [b[0] for b in loaders(data)[1]]
+
+
+def _ops(model: OnnxModel) -> collections.Counter:
+    return collections.Counter(n.op_type for n in onnx.load_from_string(model.model_bytes).graph.node)
+
+
+def test_int8_mbv3_is_valid_and_agrees_with_fp32(digits_mbv3):
+    net, data = digits_mbv3
+    ev = Q.QuantizedEvaluator(net, COLUMNS, data=data, quantization="int8")
+    arch, int8 = ev.deploy(net.space.largest())
+    onnx.checker.check_model(onnx.load_from_string(int8.model_bytes))
+    assert int8.precision == "int8" and _ops(int8)["QuantizeLinear"] > 0
+    agree = Q.agreement(int8.float_model, int8, _val_inputs(data))
+    assert agree["top1_agreement"] >= 0.95, agree
+    assert 0 < agree["max_logit_diff"]  # quantized, not a copy of the FP32 graph
+    values = ev.measure(arch, int8, int8.float_model)
+    fp32 = Evaluator(net, COLUMNS, data=data)(arch)
+    assert values["macs"] == fp32["macs"]  # the same products, counted on the architecture
+    assert values["bytes"] < 0.5 * fp32["bytes"]  # INT8 weights
+    assert abs(values["accuracy"] - fp32["accuracy"]) <= 0.05
+
+
+def test_per_block_policy_excludes_the_blocks_nodes_from_quantization(digits_mbv3):
+    net, data = digits_mbv3
+    ev = Q.QuantizedEvaluator(net, ["bytes"], data=data, quantization="per-block")
+    arch = net.space.largest()
+    all_int8 = {c.name: "int8" for c in Q.precision_choices(net)}
+    kept = ["stem", "stage2.block1"]
+    _, mixed = ev.deploy({**arch, **all_int8, **{f"{b}.precision": "fp32" for b in kept}})
+    assert mixed.precision == "mixed" and mixed.info["fp32_blocks"] == kept
+    blocks = net.block_modules(arch)
+    graph = onnx.load_from_string(mixed.model_bytes).graph
+    produced_by = {o: n for n in graph.node for o in n.output}
+    def weights_dequantized(conv) -> bool:  # weights read through DequantizeLinear: an INT8 convolution
+        return any(produced_by.get(i) is not None and produced_by[i].op_type == "DequantizeLinear"
+                   for i in conv.input[1:])
+
+    def convs(block):
+        return [n for n in graph.node if n.op_type == "Conv" and any(f"/{p}/" in n.name for p in blocks[block])]
+
+    for b in kept:
+        assert convs(b) and not any(weights_dequantized(c) for c in convs(b)), b
+    assert convs("stage1.block1") and all(weights_dequantized(c) for c in convs("stage1.block1"))
+    _, full = ev.deploy({**arch, **all_int8})
+    assert _ops(mixed)["QuantizeLinear"] < _ops(full)["QuantizeLinear"]
+    _, fp32 = ev.deploy({**arch, **{c.name: "fp32" for c in Q.precision_choices(net)}})
+    assert fp32.precision == "fp32" and _ops(fp32)["QuantizeLinear"] == 0
+
+
+def test_policy_choices_round_trip_and_follow_depth(small_mbv3):
+    spec = Q.quantization_spec("per-block")
+    space = Q.policy_space(small_mbv3, spec)
+    extra = [c for c in space.choices if c.name.endswith(".precision")]
+    assert [c.name for c in extra][0] == "stem.precision" and extra[-1].name == "head.precision"
+    assert space.size() > small_mbv3.space.size()
+    for seed in range(20):
+        cfg = space.sample(seed=seed)
+        assert space.decode(space.encode(cfg)) == space.validate(cfg)
+        assert space.features(cfg).shape == (len(space.feature_names()),)
+        arch, policy = Q.split_config(small_mbv3, cfg)
+        assert set(policy) == set(small_mbv3.block_modules(arch))  # one precision per block that exists
+
+
+def test_bert_dynamic_int8_agrees_with_fp32():
+    torch.manual_seed(0)
+    net = sn.create_supernet("bert", vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, max_position_embeddings=16, num_classes=3).eval()
+    ids = [net.random_input((8, 12), torch.Generator().manual_seed(i)) for i in range(4)]
+    loader = [(x, torch.zeros(len(x), dtype=torch.long)) for x in ids]
+    ev = Q.QuantizedEvaluator(net, ["accuracy", "bytes"], eval_loader=loader, calib_loader=loader,
+                              quantization="int8")
+    assert ev.mode == "dynamic"
+    _, int8 = ev.deploy(net.space.largest())
+    onnx.checker.check_model(onnx.load_from_string(int8.model_bytes))
+    ops = _ops(int8)
+    assert ops["DynamicQuantizeLinear"] + ops["MatMulInteger"] > 0
+    agree = Q.agreement(int8.float_model, int8, ids)
+    assert agree["top1_agreement"] >= 0.95, agree
+
+
+def test_quantized_search_resumes_without_measuring_again(digits_mbv3, tmp_path):
+    net, data = digits_mbv3
+    ev = Q.QuantizedEvaluator(net, ["accuracy", "bytes"], data=data, quantization="per-block",
+                              cache_dir=tmp_path / "calib")
+    calls = []
+
+    def counted(cfg):
+        calls.append(cfg)
+        return ev(cfg)
+
+    kw = dict(strategy="random", seed=0, store=tmp_path / "r.db", run="q", progress=False)
+    first = sn.search.search(ev.space, counted, ["accuracy", "bytes"], evaluations=5, **kw)
+    assert len(calls) == 5 and list((tmp_path / "calib").glob("*.json"))
+    again = sn.search.search(ev.space, counted, ["accuracy", "bytes"], evaluations=5, **kw)
+    assert len(calls) == 5 and again.keys == first.keys
+    assert any(k.endswith("precision") for e in first.evaluations for k in e.config)
+
+
+def test_non_finite_outputs_are_a_failed_evaluation(digits_mbv3):
+    net, _ = digits_mbv3
+    sub = net.extract(net.space.smallest()).eval()
+    x = torch.zeros(2, *net.input_shape()[1:])
+    from supernas.measure.onnx_model import onnx_bytes
+
+    graph = onnx.load_from_string(onnx_bytes(sub, x, dynamic={0: "batch"}))
+    for init in graph.graph.initializer:  # poison the classifier's bias
+        if "classifier" in init.name and "bias" in init.name:
+            arr = onnx.numpy_helper.to_array(init).copy()
+            arr[:] = np.nan
+            init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    model = OnnxModel(graph.SerializeToString(), sub)
+    with pytest.raises(NonFiniteOutput, match="non-finite"):
+        model(x)
+    from supernas.search.evaluation import LocalPool
+
+    out = next(LocalPool(lambda cfg: {"accuracy": float(model(x).sum())}, ["accuracy"], retries=0).map([{}]))
+    assert not out.ok and "non-finite" in out.error
+
+
+def test_bad_quantization_settings_say_what_is_wrong(digits_mbv3):
+    net, data = digits_mbv3
+    with pytest.raises(ConfigError, match="onnxruntime target"):
+        Q.QuantizedEvaluator(net, ["latency_ms@cpu"], data=data, quantization="int8")
+    with pytest.raises(ConfigError, match="policy"):
+        Q.quantization_spec({"policy": "int4"})
+    with pytest.raises(ConfigError, match="unknown block 'stage9.block1'"):
+        Q.QuantizedEvaluator(net, ["bytes"], data=data, quantization={"policy": "int8", "keep_fp32": ["stage9.block1"]})
+    with pytest.raises(ConfigError, match="peak_mem"):
+        Q.QuantizedEvaluator(net, ["peak_mem@cpu"], data=data, quantization="int8")
+
+
+def test_cpu_flags_are_named():
+    flags = Q.cpu_flags()
+    assert all(f in Q._CPU_FLAGS for f in flags)
+    text = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    assert ("avx2" in flags) == (" avx2" in text)
