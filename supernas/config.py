@@ -129,6 +129,18 @@ class SearchSection(Section):
     ray_address: str | None = None
     calib_batches: int = Field(default=10, gt=0)
     options: dict[str, Any] = Field(default_factory=dict, description="the strategy's own options")
+    quantization: dict[str, Any] = Field(default_factory=dict, description="INT8 policy: none | int8 | per-block")
+
+    @field_validator("quantization")
+    @classmethod
+    def _known_quantization(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from .quantize import quantization_spec
+
+        try:
+            quantization_spec(v)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("quantization: ")) from None
+        return v
 
     @field_validator("strategy")
     @classmethod
@@ -258,6 +270,12 @@ class RunConfig(Section):
             if target and target not in self.targets:
                 raise ValueError(f"objective {col!r} names target {target!r}, which is not in targets "
                                  f"({', '.join(self.targets) or 'none'})")
+            if target and self.search.quantization.get("policy", "none") != "none":
+                if col.startswith("peak_mem"):
+                    raise ValueError("search.quantization: peak_mem is not measured for quantized models")
+                if self.targets[target].backend != "onnxruntime":
+                    raise ValueError(f"search.quantization: {col!r} times PyTorch ({self.targets[target].backend}); "
+                                     f"INT8 models are timed on an onnxruntime target")
         for text in self.export.picks:
             pick = parse_pick(text)
             for col in (pick.base[len("best-"):] if pick.base.startswith("best-") else None, pick.column):

@@ -233,14 +233,40 @@ def trained_supernet(cfg: RunConfig, paths: RunPaths):
     return net, bundle
 
 
-def make_evaluator(cfg: RunConfig, net: Supernet, bundle: Any, columns: Sequence[str] | None = None):
+def quantization(cfg: RunConfig):
+    """The run's :class:`~supernas.quantize.QuantizationSpec` (policy ``none`` when not set)."""
+    from .quantize import quantization_spec
+
+    return quantization_spec(cfg.search.quantization)
+
+
+def search_space(cfg: RunConfig, net: Supernet):
+    """The space the run searches: the supernet's, plus a precision per block with ``quantization.policy:
+    per-block``."""
+    from .quantize import policy_space
+
+    spec = quantization(cfg)
+    return policy_space(net, spec) if spec.enabled else net.space
+
+
+def make_evaluator(cfg: RunConfig, net: Supernet, bundle: Any, columns: Sequence[str] | None = None,
+                   paths: RunPaths | None = None):
+    """The run's evaluator; with ``search.quantization`` it measures INT8 graphs in ONNX Runtime (calibrated
+    ranges cached in the run's ``calibration/`` folder when ``paths`` are given)."""
     from .data import loaders
     from .measure import Evaluator
 
     cols = list(columns or cfg.search.objectives)
     train_loader, val_loader = loaders(bundle, batch_size=cfg.train.batch_size, seed=cfg.seed)[:2]
-    return Evaluator(net, cols, calib_loader=train_loader, eval_loader=val_loader, targets=dict(cfg.targets),
-                     calib_batches=cfg.search.calib_batches)
+    kw = dict(calib_loader=train_loader, eval_loader=val_loader, targets=dict(cfg.targets),
+              calib_batches=cfg.search.calib_batches)
+    spec = quantization(cfg)
+    if spec.enabled:
+        from .quantize import QuantizedEvaluator
+
+        return QuantizedEvaluator(net, cols, quantization=spec, cache_dir=paths.root / "calibration" if paths else None,
+                                  **kw)
+    return Evaluator(net, cols, **kw)
 
 
 def strategy_options(options: dict[str, Any], net: Supernet) -> dict[str, Any]:
@@ -264,8 +290,11 @@ def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: 
         net, bundle = trained_supernet(cfg, paths)
     net.eval()
     s = cfg.search
-    evaluator = make_evaluator(cfg, net, bundle)
-    result = run_search(net, evaluator, s.objectives, strategy=s.strategy, evaluations=s.evaluations,
+    evaluator = make_evaluator(cfg, net, bundle, paths=paths)
+    if quantization(cfg).enabled and s.options.get("features") is not None:
+        raise ConfigError("search.options.features (cost tables of the supernet) cannot be combined with "
+                          "search.quantization yet; leave features out")
+    result = run_search(search_space(cfg, net), evaluator, s.objectives, strategy=s.strategy, evaluations=s.evaluations,
                         seed=cfg.seed, store=paths.results, run=SEARCH_RUN, constraints=s.constraints or None,
                         workers=s.workers, ray_address=s.ray_address, progress=progress, resume=resume,
                         strategy_options=strategy_options(s.options, net))

@@ -18,7 +18,7 @@ from rich.table import Table
 from .config import RunConfig, parse_pick
 from .errors import ConfigError
 from .measure.objectives import direction
-from .pipeline import SEARCH_RUN, RunPaths, fmt_number, make_evaluator, trained_supernet
+from .pipeline import SEARCH_RUN, RunPaths, fmt_number, make_evaluator, quantization, search_space, trained_supernet
 from .space import Config
 from .supernets import Supernet
 
@@ -52,15 +52,16 @@ def pick_config(cfg: RunConfig, paths: RunPaths, pick: str, supernet: Callable[[
     p = parse_pick(pick)
     supernet = supernet or (lambda: trained_supernet(cfg, paths))
     if p.base in ("largest", "smallest"):
-        net = supernet()[0]
-        return p.name, net.space.largest() if p.base == "largest" else net.space.smallest()
+        space = search_space(cfg, supernet()[0])
+        return p.name, space.largest() if p.base == "largest" else space.smallest()
     cols = cfg.search.objectives
     df = evaluations_frame(cfg, paths)
     if p.column is not None:
         limit = p.limit
         if p.relative:  # percent of the largest sub-network's value, measured now
             net, bundle = supernet()
-            limit = make_evaluator(cfg, net, bundle, [p.column])(net.space.largest())[p.column] * p.limit / 100
+            largest = search_space(cfg, net).largest()
+            limit = make_evaluator(cfg, net, bundle, [p.column])(largest)[p.column] * p.limit / 100
         df = df[df[p.column] <= limit]
         if df.empty:
             raise ConfigError(f"pick {pick!r}: no evaluated sub-network has {p.column} <= {limit:.4g}")
@@ -85,7 +86,7 @@ def pick_config(cfg: RunConfig, paths: RunPaths, pick: str, supernet: Callable[[
 
 def pick_metrics(cfg: RunConfig, paths: RunPaths, net: Supernet, bundle: Any, config: Config) -> dict[str, float]:
     """The search objectives of ``config``: its row in the result store, else measured now."""
-    key = net.space.key(config)
+    key = search_space(cfg, net).key(config)
     df = evaluations_frame(cfg, paths) if paths.results.exists() else None
     if df is not None and key in set(df["key"]):
         row = df[df["key"] == key].iloc[0]
@@ -112,13 +113,41 @@ def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[st
 
     name, config = pick_config(cfg, paths, pick, supernet)
     net, bundle = supernet()
+    meta: dict[str, Any] = {"pick": pick, "metrics": pick_metrics(cfg, paths, net, bundle, config)}
+    if quantization(cfg).enabled:
+        return _export_quantized(cfg, paths, net, bundle, config, name, formats, meta)
     sub = net.extract(config)
     train_loader, _, test_loader = loaders(bundle, batch_size=cfg.train.batch_size, seed=cfg.seed)
     recalibrate_bn(sub, train_loader, cfg.search.calib_batches)
-    meta: dict[str, Any] = {"pick": pick, "metrics": pick_metrics(cfg, paths, net, bundle, config)}
     if len(bundle.test):
         meta["test_accuracy"] = evaluate_accuracy(sub, test_loader)["accuracy"]
     return export(sub, config, paths.root, formats=formats, name=name, input_shape=net.input_shape(config),
+                  make_input=net.random_input, dynamic=net.dynamic_axes(), meta=meta)
+
+
+def _export_quantized(cfg: RunConfig, paths: RunPaths, net: Supernet, bundle: Any, config: Config, name: str,
+                      formats: Sequence[str], meta: dict[str, Any]):
+    """A quantized pick: its FP32 architecture exported as usual plus ``<name>.int8.onnx``, whose agreement
+    with the FP32 sub-network (top-1 agreement, max logit difference) and test accuracy are recorded."""
+    from .data import loaders
+    from .export import export
+    from .measure.accuracy import evaluate_accuracy
+    from .quantize import agreement
+
+    evaluator = make_evaluator(cfg, net, bundle, ["bytes"], paths=paths)
+    arch, deployed = evaluator.deploy(config)
+    fp32 = deployed.float_model
+    _, _, test_loader = loaders(bundle, batch_size=cfg.train.batch_size, seed=cfg.seed)
+    check = test_loader if len(bundle.test) else evaluator.eval_loader
+    int8_path = paths.root / f"{name}.int8.onnx"
+    int8_path.write_bytes(deployed.model_bytes)
+    meta = {**meta, "quantized": {"file": int8_path.name, "precision": deployed.precision, **deployed.info,
+                                  "policy": {k: v for k, v in config.items() if k not in net.space},
+                                  **agreement(fp32, deployed, (b[0] for b in check))}}
+    if len(bundle.test):
+        meta["test_accuracy_fp32"] = evaluate_accuracy(fp32, test_loader)["accuracy"]
+        meta["test_accuracy"] = evaluate_accuracy(deployed, test_loader)["accuracy"]
+    return export(fp32, arch, paths.root, formats=formats, name=name, input_shape=net.input_shape(arch),
                   make_input=net.random_input, dynamic=net.dynamic_axes(), meta=meta)
 
 

@@ -172,3 +172,40 @@ def test_cpu_flags_are_named():
     assert all(f in Q._CPU_FLAGS for f in flags)
     text = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
     assert ("avx2" in flags) == (" avx2" in text)
+
+
+def test_a_quantized_run_searches_exports_int8_and_reports(tmp_path, capsys):
+    import json
+
+    import yaml
+    from cli_helpers import cli
+
+    doc = {"name": "q", "out": str(tmp_path / "q"),
+           "supernet": {"family": "mbv3", "args": {"width_mult": 0.25, "stem_stride": 1, "depths": [1, 2],
+                                                    "kernel_sizes": [3, 5], "expand_ratios": [2, 4]}},
+           "data": {"dataset": "digits", "image_size": 8},
+           "train": {"epochs": 2, "batch_size": 32, "num_threads": 1, "eval_every": 0},
+           "search": {"strategy": "random", "objectives": ["accuracy", "latency_ms@onnxruntime", "bytes"],
+                      "evaluations": 5, "quantization": {"policy": "per-block", "calib_batches": 4}},
+           "targets": {"onnxruntime": {"backend": "onnxruntime", "repeats": 10}},
+           "export": {"picks": ["knee"], "formats": ["onnx"]}}
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    code, err = cli(["run", "--config", path], capsys)
+    assert code == 0, err
+    info = json.loads((tmp_path / "q" / "knee.json").read_text())
+    q = info["quantized"]
+    assert (tmp_path / "q" / q["file"]).exists() and 0 <= q["top1_agreement"] <= 1
+    assert set(q["policy"]) and all(v in Q.PRECISIONS for v in q["policy"].values())
+    assert "test_accuracy" in info or "metrics" in info
+    assert (tmp_path / "q" / "report.html").exists() or list((tmp_path / "q").glob("report*"))
+    doc["search"]["quantization"] = {"policy": "int4"}
+    path.write_text(yaml.safe_dump(doc))
+    code, err = cli(["run", "--config", path, "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and "quantization" in err and "policy" in err and len(err.strip().splitlines()) == 1
+    doc["search"]["quantization"] = {"policy": "int8"}
+    doc["search"]["objectives"] = ["accuracy", "latency_ms@cpu"]
+    doc["targets"] = {"cpu": {}}
+    path.write_text(yaml.safe_dump(doc))
+    code, err = cli(["run", "--config", path, "--out", tmp_path / "bad2"], capsys)
+    assert code == 2 and "onnxruntime target" in err and not (tmp_path / "bad2").exists()

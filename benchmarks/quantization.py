@@ -1,0 +1,161 @@
+"""INT8 in ONNX Runtime: FP32 vs INT8 latency and size per family, and the front of a quantization co-search.
+
+Part 1 (per family, random weights: speed and size do not depend on trained values): the largest, median and
+smallest sub-networks exported to ONNX, timed FP32 and all-INT8 on the ``onnxruntime`` target (1 thread,
+batch 1, drift-corrected), with their initialiser bytes.
+Part 2 (one search budget, an mbv3 trained on the embedded digits): on accuracy x INT8 latency, the
+hypervolume of (a) the FP32 front (FP32 latency), (b) that front with every point quantized to all-INT8,
+(c) the front of a search of architecture and per-block precision together (``policy: per-block``); all on one
+normalisation. Goals: (c) dominates (b); at accuracy within 0.5 points of the FP32 largest, (c)'s fastest point
+is >= 3x faster than the FP32 largest and >= 1.5x faster than the all-INT8 largest.
+Run alone: ``.venv/bin/python benchmarks/quantization.py [--evaluations 30] [--epochs 6]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import write_section  # noqa: E402
+
+import supernas as sn  # noqa: E402
+from supernas import quantize as Q  # noqa: E402
+from supernas.measure import Evaluator  # noqa: E402
+from supernas.search.pareto import Normalisation, front_indices  # noqa: E402
+
+LAT = "latency_ms@onnxruntime"
+TARGETS = {"onnxruntime": {"backend": "onnxruntime", "threads": 1, "repeats": 50}}
+FAMILIES = {
+    "mbv3 (w0.5, 32 px)": ("mbv3", {"num_classes": 10, "image_size": 32, "width_mult": 0.5, "stem_stride": 1}),
+    "resnet basic (CIFAR, 32 px)": ("resnet", {"num_classes": 10, "image_size": 32, "block": "basic",
+                                               "small_input": True, "stem_width": 32,
+                                               "stage_widths": (32, 64, 128, 256), "base_depths": (1, 1, 1, 1),
+                                               "depth_deltas": (0, 1), "width_mults": (0.5, 0.75, 1.0),
+                                               "expand_ratios": (0.5, 0.75, 1.0)}),
+    "bert (h256, 4 layers, 64 tokens)": ("bert", {"vocab_size": 2000, "hidden_size": 256, "num_hidden_layers": 4,
+                                                  "num_attention_heads": 4, "intermediate_size": 1024,
+                                                  "max_position_embeddings": 64, "seq_len": 64, "num_classes": 2}),
+    "vit (32 px, h192, 4 layers)": ("vit", {"image_size": 32, "patch_size": 4, "hidden_size": 192,
+                                            "num_hidden_layers": 4, "num_attention_heads": 3,
+                                            "intermediate_size": 768, "num_classes": 10}),
+}
+
+
+def part1() -> list[str]:
+    lines = ["| family | sub-network | FP32 ms | INT8 ms | speed-up | FP32 bytes | INT8 bytes | ratio |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for label, (family, args) in FAMILIES.items():
+        torch.manual_seed(0)
+        try:
+            net = sn.create_supernet(family, **args).eval()
+        except Exception as e:  # noqa: BLE001 - a family whose arguments differ: say so, go on
+            lines.append(f"| {label} | (not built: {e}) | | | | | | |")
+            continue
+        inputs = [net.random_input(net.input_shape(net.space.largest(), batch=8), torch.Generator().manual_seed(i))
+                  for i in range(4)]
+        loader = [(x, torch.zeros(len(x), dtype=torch.long)) for x in inputs]
+        fp = Evaluator(net, [LAT, "bytes"], targets=TARGETS, calib_loader=loader, calib_batches=0)
+        q = Q.QuantizedEvaluator(net, [LAT, "bytes"], targets=TARGETS, calib_loader=loader, calib_batches=0,
+                                 quantization={"policy": "int8", "calib_batches": 4},
+                                 latency_baselines=fp.latency_baselines())
+        for name in ("largest", "median", "smallest"):
+            cfg = getattr(net.space, name)()
+            a, b = fp(cfg), q(cfg)
+            lines.append(f"| {label} | {name} | {a[LAT]:.3f} | {b[LAT]:.3f} | {a[LAT] / b[LAT]:.2f}x | "
+                         f"{a['bytes']:,.0f} | {b['bytes']:,.0f} | {a['bytes'] / b['bytes']:.2f}x |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def part2(evaluations: int, epochs: int) -> list[str]:
+    from supernas.data import load_dataset
+    from supernas.train.trainer import train
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", image_size=16, channels=1, seed=0)
+    net = sn.create_supernet("mbv3", num_classes=10, image_size=16, in_channels=1, width_mult=0.5, stem_stride=1,
+                             depths=(1, 2, 3), kernel_sizes=(3, 5), expand_ratios=(2, 4, 6))
+    t0 = time.perf_counter()
+    train(net, data, epochs=epochs, batch_size=64, progress=False)
+    net.eval()
+    train_s = time.perf_counter() - t0
+    cols = ["accuracy", LAT]
+    fp = Evaluator(net, cols, data=data, targets=TARGETS)
+    base = fp.latency_baselines()
+    int8 = Q.QuantizedEvaluator(net, cols, data=data, targets=TARGETS, quantization="int8", latency_baselines=base)
+    mixed = Q.QuantizedEvaluator(net, cols, data=data, targets=TARGETS, quantization="per-block",
+                                 latency_baselines=base)
+    t0 = time.perf_counter()
+    a = sn.search.search(net, fp, cols, strategy="linas", evaluations=evaluations, seed=0, progress=False)
+    a_s = time.perf_counter() - t0
+    front_a = [p.values for p in a.front]
+    t0 = time.perf_counter()
+    b = [int8(p.config) for p in a.front]
+    b_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    c = sn.search.search(mixed.space, mixed, cols, strategy="linas", evaluations=evaluations, seed=0, progress=False)
+    c_s = time.perf_counter() - t0
+    measured_c = [e.values for e in c.evaluations if e.status == "ok"]
+    norm = Normalisation.from_values(cols, front_a + b + measured_c)
+    hv = {"a": norm.hypervolume(front_a), "b": norm.hypervolume(b), "c": norm.hypervolume(measured_c)}
+    front_c = [measured_c[i] for i in front_indices(measured_c, cols)[0]]
+
+    def dominated(p, pts):
+        return any(q["accuracy"] >= p["accuracy"] and q[LAT] <= p[LAT] for q in pts)
+
+    dominates = all(dominated(p, front_c) for p in b)
+    largest = net.space.largest()
+    fp_largest, int8_largest = fp(largest), int8(largest)
+    ok = [p for p in measured_c if p["accuracy"] >= fp_largest["accuracy"] - 0.005]
+    fastest = min(ok, key=lambda p: p[LAT]) if ok else None
+    lines = [f"mbv3 w0.5 on digits 16 px, {epochs} epochs ({train_s:.0f} s); {evaluations} evaluations per search "
+             f"(FP32 {a_s:.0f} s, per-block {c_s:.0f} s, quantizing the FP32 front {b_s:.0f} s); "
+             f"accuracy on the 270 validation images.",
+             "", "| front | points | hypervolume (accuracy x INT8 latency) |", "|---|---:|---:|",
+             f"| (a) FP32 search, FP32 latency | {len(front_a)} | {hv['a']:.4f} |",
+             f"| (b) (a) quantized all-INT8 | {len(b)} | {hv['b']:.4f} |",
+             f"| (c) co-searched per-block | {len(front_c)} | {hv['c']:.4f} |", "",
+             f"- (c) dominates (b) (every (b) point weakly dominated by a (c) point): {dominates}; "
+             f"hv(c) >= hv(b): {hv['c'] >= hv['b']}",
+             f"- FP32 largest: accuracy {fp_largest['accuracy']:.4f}, {fp_largest[LAT]:.3f} ms; all-INT8 largest: "
+             f"{int8_largest['accuracy']:.4f}, {int8_largest[LAT]:.3f} ms"]
+    if fastest is None:
+        lines.append("- no (c) point within 0.5 points of the FP32 largest's accuracy: goal NOT met")
+    else:
+        s1, s2 = fp_largest[LAT] / fastest[LAT], int8_largest[LAT] / fastest[LAT]
+        lines.append(f"- fastest (c) point within 0.5 points: accuracy {fastest['accuracy']:.4f}, "
+                     f"{fastest[LAT]:.3f} ms: {s1:.2f}x faster than FP32 largest (goal 3x: "
+                     f"{'met' if s1 >= 3 else 'NOT met'}), {s2:.2f}x than all-INT8 largest (goal 1.5x: "
+                     f"{'met' if s2 >= 1.5 else 'NOT met'})")
+    for line in lines:
+        print(line, flush=True)
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--evaluations", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--skip-search", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    load = os.getloadavg()
+    body = [f"CPU flags: {', '.join(Q.cpu_flags()) or 'none found'}; onnxruntime "
+            f"{__import__('onnxruntime').__version__}; static: QDQ, uint8 activations, per-channel int8 weights, "
+            f"minmax calibration; transformers: dynamic. Load average at start "
+            f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.", "", *part1()]
+    if not args.skip_search:
+        body += ["", *part2(args.evaluations, args.epochs)]
+    body.append(f"\nLoad average at end {os.getloadavg()[0]:.2f}. "
+                f"Command: `.venv/bin/python benchmarks/quantization.py --evaluations {args.evaluations} "
+                f"--epochs {args.epochs}`")
+    write_section("quantization.py", "\n".join(body))
+
+
+if __name__ == "__main__":
+    main()
