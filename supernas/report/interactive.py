@@ -17,7 +17,7 @@ from ..measure.objectives import direction
 from ..search.pareto import REFERENCE
 from .arch import arch_summary, parse_config, short_name
 from .front import config_text, pareto_mask
-from .plots import _label, _safe, objective_pairs
+from .plots import axis_label, file_safe, objective_pairs
 
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 _URL_ATTR = re.compile(r"""((?:src|href)=["'](?:https?:)?)//""")
@@ -125,7 +125,7 @@ def front_figure(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence[tu
             if x[p] is not None and y[p] is not None:
                 annotations.append(dict(x=x[p], y=y[p], text=html.escape(", ".join(names)), showarrow=True,
                                         arrowhead=2, ax=30, ay=-30, font=dict(size=11)))
-    fig.update_layout(**_layout(f"{y_name} vs {x_name}", _label(series[0][1]), _label(series[0][0])),
+    fig.update_layout(**_layout(f"{y_name} vs {x_name}", axis_label(series[0][1]), axis_label(series[0][0])),
                       annotations=annotations)
     return fig
 
@@ -136,7 +136,7 @@ def front_figures(df: pd.DataFrame, columns: Sequence[str], knee: Any = None,
     """(plot id, figure) per pair of objectives (``objective_pairs``), then a scatter matrix of every
     objective column when there are three or more."""
     hover = hover_texts(df, columns)
-    out = [(f"plot-front-{_safe(y)}-vs-{_safe(x)}", front_figure(df, y, x, series, hover, knee, marks,
+    out = [(f"plot-front-{file_safe(y)}-vs-{file_safe(x)}", front_figure(df, y, x, series, hover, knee, marks,
                                                                   constraints))
            for y, x, series in objective_pairs(columns)]
     if len(columns) >= 3:

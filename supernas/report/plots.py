@@ -18,7 +18,7 @@ from ..measure.objectives import direction, split_column  # noqa: E402
 from .front import check_columns, pareto_mask  # noqa: E402
 
 
-def _label(column: str) -> str:
+def axis_label(column: str) -> str:
     name, _ = split_column(column)
     return f"{name} ({'higher' if direction(column) == 'max' else 'lower'} is better)"
 
@@ -46,7 +46,7 @@ def objective_pairs(columns: Sequence[str]) -> list[tuple[str, str, list[tuple[s
     return pairs
 
 
-def _safe(name: str) -> str:
+def file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -70,8 +70,8 @@ def plot_front_pair(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence
             pos = df.index.get_loc(knee)
             ax.scatter([x[pos]], [y[pos]], marker="*", s=220, color="black", zorder=5,
                        label="knee (all objectives)" if i == 0 else None)
-    ax.set_xlabel(_label(series[0][1]))
-    ax.set_ylabel(_label(series[0][0]))
+    ax.set_xlabel(axis_label(series[0][1]))
+    ax.set_ylabel(axis_label(series[0][0]))
     ax.set_title(f"{y_name} vs {x_name}")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -87,7 +87,7 @@ def plot_fronts(df: pd.DataFrame, columns: Sequence[str], out_dir: str | Path, k
     cols = check_columns(df, columns)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [plot_front_pair(df, y, x, series, out / f"front_{_safe(y)}_vs_{_safe(x)}.png", knee, constraints)
+    return [plot_front_pair(df, y, x, series, out / f"front_{file_safe(y)}_vs_{file_safe(x)}.png", knee, constraints)
             for y, x, series in objective_pairs(cols)]
 
 
