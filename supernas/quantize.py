@@ -323,7 +323,10 @@ class QuantizedEvaluator(Evaluator):
         return self._calib
 
     def deploy(self, cfg: Mapping[str, Any]) -> tuple[Config, OnnxModel]:
-        """(architecture config, quantized model) of ``cfg`` (a config of ``space``)."""
+        """(architecture config, quantized model) of ``cfg``, a config of ``space``; an architecture without
+        ``<block>.precision`` choices (a preset of the supernet, say) is quantized all-INT8."""
+        if self.spec.policy == "per-block":
+            cfg = {**{c.name: "int8" for c in self.space.choices if c.name not in self.supernet.space}, **cfg}
         arch, policy = split_config(self.supernet, self.space.validate(cfg))  # type: ignore[arg-type]
         model = self.prepare(arch)
         return arch, quantize_subnet(self.supernet, arch, model, self.spec, policy=policy,  # type: ignore[arg-type]

@@ -81,6 +81,8 @@ def test_per_block_policy_excludes_the_blocks_nodes_from_quantization(digits_mbv
     assert convs("stage1.block1") and all(weights_dequantized(c) for c in convs("stage1.block1"))
     _, full = ev.deploy({**arch, **all_int8})
     assert _ops(mixed)["QuantizeLinear"] < _ops(full)["QuantizeLinear"]
+    _, default = ev.deploy(arch)  # an architecture alone: all-INT8
+    assert default.precision == "int8" and _ops(default) == _ops(full) and default.weight_bytes == full.weight_bytes
     _, fp32 = ev.deploy({**arch, **{c.name: "fp32" for c in Q.precision_choices(net)}})
     assert fp32.precision == "fp32" and _ops(fp32)["QuantizeLinear"] == 0
 
