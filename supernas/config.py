@@ -270,12 +270,15 @@ class RunConfig(Section):
             if target and target not in self.targets:
                 raise ValueError(f"objective {col!r} names target {target!r}, which is not in targets "
                                  f"({', '.join(self.targets) or 'none'})")
-            if target and self.search.quantization.get("policy", "none") != "none":
-                if col.startswith("peak_mem"):
-                    raise ValueError("search.quantization: peak_mem is not measured for quantized models")
-                if self.targets[target].backend != "onnxruntime":
-                    raise ValueError(f"search.quantization: {col!r} times PyTorch ({self.targets[target].backend}); "
-                                     f"INT8 models are timed on an onnxruntime target")
+        from .quantize import column_problem, quantization_spec
+
+        if quantization_spec(self.search.quantization).enabled:
+            problem = column_problem(self.search.objectives + list(self.search.constraints), self.targets)
+            if problem:
+                raise ValueError(f"search.quantization: {problem}")
+            if self.search.options.get("features") is not None:
+                raise ValueError("search.options.features (cost tables of the supernet) cannot be combined with "
+                                 "search.quantization yet; leave features out")
         for text in self.export.picks:
             pick = parse_pick(text)
             for col in (pick.base[len("best-"):] if pick.base.startswith("best-") else None, pick.column):

@@ -291,9 +291,6 @@ def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: 
     net.eval()
     s = cfg.search
     evaluator = make_evaluator(cfg, net, bundle, paths=paths)
-    if quantization(cfg).enabled and s.options.get("features") is not None:
-        raise ConfigError("search.options.features (cost tables of the supernet) cannot be combined with "
-                          "search.quantization yet; leave features out")
     result = run_search(search_space(cfg, net), evaluator, s.objectives, strategy=s.strategy, evaluations=s.evaluations,
                         seed=cfg.seed, store=paths.results, run=SEARCH_RUN, constraints=s.constraints or None,
                         workers=s.workers, ray_address=s.ray_address, progress=progress, resume=resume,

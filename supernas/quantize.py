@@ -30,7 +30,9 @@ from torch import nn
 
 from .errors import ConfigError, SupernasError, validation_problem
 from .measure.evaluator import Evaluator
+from .measure.objectives import get_objective, split_column
 from .measure.onnx_model import OnnxModel, onnx_bytes
+from .measure.targets import TargetSpec
 from .space import Choice, Config, SearchSpace
 from .supernets import Supernet
 
@@ -115,13 +117,27 @@ def precision_choices(supernet: Supernet) -> list[Choice]:
 def policy_space(supernet: Supernet, spec: QuantizationSpec) -> SearchSpace:
     """The space a search explores: the supernet's, plus a precision per block with ``per-block``."""
     family_mode(supernet, spec)
-    unknown = set(spec.keep_fp32) - set(supernet.block_modules(supernet.space.largest()))
+    blocks = supernet.block_modules(supernet.space.largest())
+    unknown = set(spec.keep_fp32) - set(blocks)
     if unknown:
         raise ConfigError(f"quantization.keep_fp32: unknown block {sorted(unknown)[0]!r}; blocks: "
-                          f"{', '.join(supernet.block_modules(supernet.space.largest()))}")
+                          f"{', '.join(blocks)}")
     if spec.policy != "per-block":
         return supernet.space
     return SearchSpace(list(supernet.space.choices) + precision_choices(supernet))
+
+
+def column_problem(columns: Sequence[str], targets: Mapping[str, TargetSpec]) -> str | None:
+    """Why a quantized model cannot be measured for one of metric ``columns`` (``targets`` by name), or None:
+    ``peak_mem`` is measured on PyTorch models, and per-target columns need an ``onnxruntime`` target."""
+    for col in columns:
+        name, target = split_column(col)
+        if name == "peak_mem":
+            return "peak_mem is not measured for quantized models; leave it out of the objectives"
+        if get_objective(col).per_target and target in targets and targets[target].backend != "onnxruntime":
+            return (f"{col!r} times PyTorch ({targets[target].backend}); INT8 models are timed on an "
+                    f"onnxruntime target (e.g. latency_ms@onnxruntime)")
+    return None
 
 
 def split_config(supernet: Supernet, cfg: Mapping[str, Any]) -> tuple[Config, dict[str, str]]:
@@ -248,7 +264,7 @@ def quantize_subnet(supernet: Supernet, arch: Mapping[str, Any], model: nn.Modul
     fp32 = onnx_bytes(model, example, dynamic=dynamic)
     blocks = supernet.block_modules(arch)
     keep = fp32_blocks(supernet, arch, policy or {}, spec)
-    nodes = block_nodes(fp32, blocks)
+    nodes = block_nodes(fp32, blocks) if keep else {}
     if keep and not any(nodes.values()):
         raise QuantizationError("cannot find the sub-network's blocks in its ONNX graph (node names carry no "
                                 "module paths), so a per-block policy cannot be applied")
@@ -298,12 +314,9 @@ class QuantizedEvaluator(Evaluator):
         self.space = policy_space(supernet, self.spec)
         self.mode = family_mode(supernet, self.spec)
         self.cache_dir = cache_dir
-        for name, spec in self.targets.items():
-            if any(c == f"latency_ms@{name}" for c in self.columns) and spec.backend != "onnxruntime":
-                raise ConfigError(f"target {name!r} times PyTorch ({spec.backend}); INT8 models are timed on an "
-                                  f"onnxruntime target (e.g. latency_ms@onnxruntime)")
-        if any(c.startswith("peak_mem") for c in self.columns):
-            raise ConfigError("peak_mem is not measured for quantized models; leave it out of the objectives")
+        problem = column_problem(self.columns, self.targets)
+        if problem:
+            raise ConfigError(problem)
         if self.mode == "static" and self.calib_loader is None:
             raise ConfigError("static quantization needs calibration data (data= or calib_loader=)")
         self._calib: list[np.ndarray] | None = None

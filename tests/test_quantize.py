@@ -211,3 +211,8 @@ def test_a_quantized_run_searches_exports_int8_and_reports(tmp_path, capsys):
     path.write_text(yaml.safe_dump(doc))
     code, err = cli(["run", "--config", path, "--out", tmp_path / "bad2"], capsys)
     assert code == 2 and "onnxruntime target" in err and not (tmp_path / "bad2").exists()
+    doc["search"]["objectives"] = ["accuracy", "latency_ms@onnxruntime"]
+    doc["search"]["options"] = {"features": ["base", "costs"]}
+    path.write_text(yaml.safe_dump(doc))
+    code, err = cli(["run", "--config", path, "--out", tmp_path / "bad3"], capsys)
+    assert code == 2 and "features" in err and not (tmp_path / "bad3").exists()

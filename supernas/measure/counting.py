@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .onnx_model import OnnxModel
+
 
 @torch.no_grad()
 def count_macs(model: nn.Module, input_shape: Sequence[int] | None = None,
@@ -40,8 +42,6 @@ def count_params(model: nn.Module) -> int:
 def count_bytes(model: nn.Module) -> int:
     """Bytes of the model's state: parameters and persistent buffers, at their stored dtypes (for an
     :class:`~supernas.measure.onnx_model.OnnxModel`, its graph's initialisers)."""
-    from .onnx_model import OnnxModel
-
     if isinstance(model, OnnxModel):
         return model.weight_bytes
     return sum(t.numel() * t.element_size() for t in model.state_dict().values())
