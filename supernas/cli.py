@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -11,13 +12,14 @@ import typer
 from typer.exceptions import TyperException
 from rich.console import Console
 
-from .errors import SupernasError
+from .errors import PreflightError, SupernasError, SupernasWarning
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hardware-aware neural architecture search over elastic super-networks.")
 bench_app = typer.Typer(no_args_is_help=True, help="Ground truth: exhaustive tables and strategy comparisons.")
 app.add_typer(bench_app, name="bench")
 console = Console()
+_python_showwarning = warnings.showwarning
 
 
 def _load(config: Optional[Path], out: Optional[Path]):
@@ -167,8 +169,16 @@ def _error(line: str) -> None:
     typer.echo(" ".join(line.split()), err=True)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    if issubclass(category, SupernasWarning):
+        _error(f"warning: {message}")
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one clear line and a non-zero exit for every known error, never a traceback."""
+    warnings.showwarning = _show_warning
     try:
         code = app(args=argv, prog_name="supernas", standalone_mode=False)
         if code == 130:  # typer turns Ctrl-C into a returned exit code 130 when not standalone
@@ -184,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         if hasattr(e, "show"):
             e.show()
         sys.exit(getattr(e, "exit_code", 2))
+    except PreflightError as e:
+        for problem in e.problems:
+            _error(f"error: {problem}")
+        sys.exit(2)
     except SupernasError as e:
         _error(f"error: {e}")
         sys.exit(2)

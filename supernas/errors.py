@@ -31,6 +31,25 @@ class StoreError(SupernasError):
     """A result store is corrupt or is not a supernas store."""
 
 
+class PreflightError(SupernasError):
+    """Problems found before any work started; ``problems`` holds one line each (the CLI prints every one)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class SupernasWarning(UserWarning):
+    """Something a user should know that does not stop the work (the CLI prints it as one ``warning:`` line)."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`SupernasWarning` (shown once per message)."""
+    import warnings
+
+    warnings.warn(message, SupernasWarning, stacklevel=2)
+
+
 def validation_problem(err: Any, top: str = "top level") -> tuple[str, str]:
     """``(where, what)`` of a pydantic ValidationError's first problem, for a one-line message:
     ``where`` is the dotted key path (``top`` when empty), ``what`` the reason without pydantic's

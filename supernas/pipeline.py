@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import RunConfig, dump_config, load_config
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, warn
 from .measure.objectives import direction
+from .preflight import preflight
 from .space import Config
 from .supernets import Supernet, create_supernet, supernet_arch
 
@@ -101,8 +102,11 @@ def open_run(cfg: RunConfig, fresh: bool = False, console: Console | None = None
     """Create (or reopen) the run directory. A reopened run may grow: more (or fewer) ``search.evaluations``
     continue the stored search, more ``train.epochs`` resume training at the next epoch (the search results
     of the shorter training move to ``archive/epochs-<n>/``, since they measured other weights); export
-    settings may change. Any other change is refused, naming the first key that differs."""
+    settings may change. Any other change is refused, naming the first key that differs. Nothing is created
+    before the run file passes :func:`~supernas.preflight.preflight` (every problem at once)."""
     paths = RunPaths(Path(cfg.out))
+    for line in preflight(cfg, paths.root):
+        warn(line)
     if fresh and paths.root.exists():
         if not paths.config.exists():
             raise ConfigError(f"{paths.root} exists and is not a supernas run directory; not deleting it")
@@ -346,6 +350,7 @@ def measure_step(cfg: RunConfig, names: Sequence[str], columns: Sequence[str] | 
     """Measure presets / JSON config files of the run's supernet and print a table."""
     console = console or Console()
     paths = RunPaths(Path(cfg.out))
+    preflight(cfg, paths.root, training=False)
     if untrained:
         bundle = load_data(cfg)
         net = build_supernet(cfg, bundle).eval()

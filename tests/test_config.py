@@ -67,9 +67,11 @@ def test_examples_are_valid_run_files():
 
 
 @pytest.mark.parametrize("levels", [30, 600, 50_000])
-def test_absurd_nesting_is_refused_in_one_line(tmp_path, levels):
+@pytest.mark.parametrize("where", ["seed: {}", "search:\n  options:\n    x: {}", "search:\n  constraints:\n    macs: {}",
+                                   "supernet:\n  args:\n    depths: {}"])
+def test_absurd_nesting_is_refused_in_one_line(tmp_path, levels, where):
     p = tmp_path / "deep.yaml"
-    p.write_text("seed: " + "[" * levels + "1" + "]" * levels + "\n")
+    p.write_text(where.format("[" * levels + "1" + "]" * levels) + "\n")
     with pytest.raises(ConfigError) as e:
         load_config(p)
     assert "nested" in str(e.value) and "\n" not in str(e.value)

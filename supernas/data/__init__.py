@@ -7,7 +7,7 @@ from their files (or a memory-mapped uint8 cache) and are augmented and normalis
 from .batches import AUGMENTS, ImageBatches, SeededBatchSampler
 from .bundle import DataBundle, DatasetPair, TrainingData, loaders
 from .readers import load_cifar, load_digits_bundle, load_image_folder
-from .registry import load_dataset
+from .registry import check_dataset, load_dataset
 
 __all__ = ["AUGMENTS", "DataBundle", "DatasetPair", "ImageBatches", "SeededBatchSampler", "TrainingData",
-           "load_cifar", "load_dataset", "load_digits_bundle", "load_image_folder", "loaders"]
+           "check_dataset", "load_cifar", "load_dataset", "load_digits_bundle", "load_image_folder", "loaders"]

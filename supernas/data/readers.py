@@ -145,12 +145,9 @@ def _cifar_arrays(batches: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def load_cifar(root: str | Path, image_size: int = 32, seed: int = 0, val_fraction: float = 0.1,
-               augment: Augment = "none", workers: int = 0) -> DataBundle:
-    """CIFAR-10 (``data_batch_1..5`` + ``test_batch``) or CIFAR-100 (``train`` + ``test``) python-format
-    batch files in ``root`` (or its ``cifar-10-batches-py`` / ``cifar-100-python`` sub-folder), held as
-    uint8. The test batch is the test split; ``val_fraction`` of the training images (seeded,
-    stratified) is validation; ``workers`` DataLoader processes augment the training batches."""
+def cifar_files(root: str | Path) -> tuple[Path, str, int, list[Path], list[Path]]:
+    """(folder, name, classes, training batch files, test batch files) of a CIFAR-10/100 python-batch folder
+    (or its ``cifar-10-batches-py`` / ``cifar-100-python`` sub-folder); a DataError line when it holds none."""
     root = Path(root)
     for sub in ("cifar-10-batches-py", "cifar-100-python"):
         if (root / sub).is_dir():
@@ -159,11 +156,19 @@ def load_cifar(root: str | Path, image_size: int = 32, seed: int = 0, val_fracti
         raise DataError(f"CIFAR folder {root} does not exist or is not a directory")
     train_files = sorted(root.glob("data_batch_*"))
     if train_files and (root / "test_batch").is_file():
-        name, num_classes, test_files = "cifar10", 10, [root / "test_batch"]
-    elif (root / "train").is_file() and (root / "test").is_file():
-        name, num_classes, train_files, test_files = "cifar100", 100, [root / "train"], [root / "test"]
-    else:
-        raise DataError(f"{root} holds no CIFAR python batches (data_batch_1..5 + test_batch, or train + test)")
+        return root, "cifar10", 10, train_files, [root / "test_batch"]
+    if (root / "train").is_file() and (root / "test").is_file():
+        return root, "cifar100", 100, [root / "train"], [root / "test"]
+    raise DataError(f"{root} holds no CIFAR python batches (data_batch_1..5 + test_batch, or train + test)")
+
+
+def load_cifar(root: str | Path, image_size: int = 32, seed: int = 0, val_fraction: float = 0.1,
+               augment: Augment = "none", workers: int = 0) -> DataBundle:
+    """CIFAR-10 (``data_batch_1..5`` + ``test_batch``) or CIFAR-100 (``train`` + ``test``) python-format
+    batch files in ``root`` (or its ``cifar-10-batches-py`` / ``cifar-100-python`` sub-folder), held as
+    uint8. The test batch is the test split; ``val_fraction`` of the training images (seeded,
+    stratified) is validation; ``workers`` DataLoader processes augment the training batches."""
+    root, name, num_classes, train_files, test_files = cifar_files(root)
     x, y = _cifar_arrays(train_files)
     x_test, y_test = _cifar_arrays(test_files)
     if max(y.max(), y_test.max()) >= num_classes:

@@ -8,6 +8,8 @@ are built in.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,6 +43,8 @@ class TargetSpec(BaseModel):
     onnx_opset: int | None = Field(None, ge=7)
     drift_correction: bool = True
     clock: Literal["auto", "wall", "thread"] = "auto"
+    oversubscribe: bool = Field(False, description="allow more threads than the cores this process may use "
+                                "(latency then includes time-sharing of cores)")
 
     @model_validator(mode="after")
     def _clock_fits_threads(self) -> "TargetSpec":
@@ -71,7 +75,22 @@ def unavailable_reason(spec: TargetSpec) -> str | None:
             return f"target {spec.name!r}: no CUDA device"
         if spec.device >= torch.cuda.device_count():
             return f"target {spec.name!r}: no CUDA device {spec.device}"
+        return None
+    if spec.backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        return f"target {spec.name!r}: onnxruntime is not installed (pip install onnxruntime)"
+    cores = usable_cores()
+    if spec.threads > cores and not spec.oversubscribe:
+        return (f"target {spec.name!r}: {spec.threads} threads, but this process may use {cores} cores; latency "
+                f"would include time-sharing (lower threads, or set oversubscribe: true)")
     return None
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def require_available(spec: TargetSpec) -> None:

@@ -1,8 +1,9 @@
 """Supernet families, registered by name; ``create_supernet(name, **kw)`` builds one."""
-from .base import Supernet, create_supernet, family_class, list_families, register_family, supernet_arch
+from .base import (Supernet, create_supernet, family_class, list_families, register_family, supernet_arch,
+                   supernet_weight_bytes)
 from . import mbv3, resnet  # noqa: F401  (registration)
 from . import bert, vit  # noqa: F401  (registration: transformer families)
 from .hf_bert import load_hf_bert, load_hf_tokenizer, resolve_pretrained
 
 __all__ = ["Supernet", "create_supernet", "family_class", "list_families", "load_hf_bert", "load_hf_tokenizer",
-           "register_family", "resolve_pretrained", "supernet_arch"]
+           "register_family", "resolve_pretrained", "supernet_arch", "supernet_weight_bytes"]

@@ -193,24 +193,33 @@ def available_memory() -> int | None:
     return None
 
 
+def require_memory(name: str, weight_bytes: int) -> None:
+    """Refuse a supernet whose weights and their gradients would not fit in the memory available now."""
+    free = available_memory()
+    if free is not None and 2 * weight_bytes > free:  # weights + their gradients, before the optimizer's
+        raise ConfigError(f"supernet {name!r} with these arguments holds {weight_bytes / 2**30:,.1f} GiB of "
+                          f"weights; this machine has {free / 2**30:,.1f} GiB available")
+
+
 def create_supernet(name: str, **kwargs: Any) -> Supernet:
     """Build supernet family ``name`` with its constructor arguments (timm-style factory). The network is
     first built on the ``meta`` device (no memory): bad arguments and a supernet whose weights would not fit
     in this machine's available memory are refused before anything is allocated."""
     arch = supernet_arch(name, **kwargs)
-    cls = family_class(name)
+    require_memory(name, supernet_weight_bytes(name, **kwargs))
+    net = family_class(name)(**kwargs)
+    net.arch = arch
+    return net
+
+
+def supernet_weight_bytes(name: str, **kwargs: Any) -> int:
+    """Bytes of the weights and buffers ``create_supernet(name, **kwargs)`` would allocate, counted on a copy
+    built on the ``meta`` device (nothing allocated); bad arguments are one ConfigError line."""
+    supernet_arch(name, **kwargs)
     try:
         with torch.device("meta"):
-            probe = cls(**kwargs)
-        weight_bytes = sum(t.numel() * t.element_size() for t in (*probe.parameters(), *probe.buffers()))
-        del probe
+            probe = family_class(name)(**kwargs)
+        return sum(t.numel() * t.element_size() for t in (*probe.parameters(), *probe.buffers()))
     except (TypeError, ValueError, OverflowError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"bad arguments for supernet {name!r}: {first}") from e
-    free = available_memory()
-    if free is not None and 2 * weight_bytes > free:  # weights + their gradients, before the optimizer's
-        raise ConfigError(f"supernet {name!r} with these arguments holds {weight_bytes / 2**30:,.1f} GiB of "
-                          f"weights; this machine has {free / 2**30:,.1f} GiB available")
-    net = cls(**kwargs)
-    net.arch = arch
-    return net
