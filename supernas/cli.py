@@ -18,6 +18,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Hardware-aware neural architecture search over elastic super-networks.")
 bench_app = typer.Typer(no_args_is_help=True, help="Ground truth: exhaustive tables and strategy comparisons.")
 app.add_typer(bench_app, name="bench")
+store_app = typer.Typer(no_args_is_help=True, help="Check and repair result stores (results.db).")
+app.add_typer(store_app, name="store")
 console = Console()
 _python_showwarning = warnings.showwarning
 
@@ -162,6 +164,36 @@ def bench_strategies(table: Path = typer.Argument(..., help="A table CSV made by
     summary = compare_strategies(load_table(table), strategies=names, seeds=seeds, budgets=budget_list, out_dir=out)
     console.print(summary.to_string(index=False))
     console.print(f"written: {out}/summary.md, {out}/relative_hv.png")
+
+
+StoreArg = typer.Argument(..., help="A result store (a run directory's results.db).", show_default=False)
+
+
+@store_app.command("check")
+def store_check(path: Path = StoreArg) -> None:
+    """Say how much of a result store is readable (nothing is written); exit 2 when anything is lost."""
+    from .store import scan_store
+
+    scan = scan_store(path)
+    typer.echo(f"{path}: {scan.summary()}")
+    if scan.damaged:
+        raise SupernasError(f"{path} is damaged; `supernas store repair {path}` copies the readable "
+                            f"evaluations to a fresh store")
+
+
+@store_app.command("repair")
+def store_repair(path: Path = StoreArg,
+                 out: Optional[Path] = typer.Option(None, "--out", "-o", help="The fresh store (default: "
+                                                    "<name>.repaired.db beside it)."),
+                 replace: bool = typer.Option(False, "--replace", help="Put the repaired store in place of the "
+                                              "damaged one, which is kept as <name>.damaged.")) -> None:
+    """Copy every readable evaluation of a damaged store to a fresh one (the damaged file is not written).
+    Run it while no supernas process uses the store; a resumed search measures what was lost again."""
+    from .store import repair_store
+
+    dest, scan = repair_store(path, out, replace=replace)
+    typer.echo(f"{path}: {scan.summary()}")
+    typer.echo(f"repaired store: {dest}" + ("" if replace else f" (use --replace, or move it to {path})"))
 
 
 def _error(line: str) -> None:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .errors import StoreError
-from .measure.objectives import split_column
+from ..errors import StoreError, warn
+from ..measure.objectives import split_column
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS results (
     time REAL NOT NULL, PRIMARY KEY (run, key, target, objective));
 """
 STATUSES = ("ok", "failed")
+REPAIR_HINT = "`supernas store repair {path}` copies every readable evaluation to a fresh store"
 
 
 def _set_wal(conn: sqlite3.Connection) -> None:
@@ -147,7 +148,8 @@ class Store:
                     raise StoreError(f"{self.path} is not a supernas result store")
                 version = fmt.get("version", "0")
                 if not str(version).isdigit():
-                    raise StoreError(f"{self.path} is damaged: its store version {version!r} is not a number")
+                    raise StoreError(f"{self.path} is damaged: its store version {version!r} is not a number; "
+                                     f"{REPAIR_HINT.format(path=self.path)}")
                 if int(version) > VERSION:
                     raise StoreError(f"{self.path} was written by a newer supernas (store version "
                                      f"{fmt['version']} > {VERSION})")
@@ -159,7 +161,8 @@ class Store:
             raise StoreError(f"{self.path} is not a supernas result store ({e})") from e
         except sqlite3.DatabaseError as e:
             conn.close()
-            raise StoreError(f"{self.path} is not a supernas result store ({e})") from e
+            raise StoreError(f"{self.path} is not a supernas result store, or is damaged ({e}); if it is one, "
+                             f"{REPAIR_HINT.format(path=self.path)}") from e
         except StoreError:
             conn.close()
             raise
@@ -202,7 +205,7 @@ class Store:
             except sqlite3.DatabaseError as e:
                 _rollback(conn)
                 raise StoreError(f"cannot write result store {self.path} ({e}); it may be damaged: "
-                                 f"copy its readable rows with `supernas.store.Store.records` or start a new one") from e
+                                 f"{REPAIR_HINT.format(path=self.path)}") from e
             except BaseException:
                 _rollback(conn)
                 raise
@@ -212,7 +215,8 @@ class Store:
             try:
                 return self.conn.execute(sql, args).fetchall()
             except sqlite3.DatabaseError as e:
-                raise StoreError(f"cannot read result store {self.path}: {e}") from e
+                raise StoreError(f"cannot read result store {self.path} ({e}); "
+                                 f"{REPAIR_HINT.format(path=self.path)}") from e
 
     # -------------------------------------------------------------------- runs
     def add_run(self, run: str, meta: Mapping[str, Any] | None = None) -> None:
@@ -276,6 +280,19 @@ class Store:
 
         return bool(self._write(tx))
 
+    def import_rows(self, runs: Iterable[tuple], evaluations: Iterable[tuple], results: Iterable[tuple]) -> None:
+        """Insert rows read from another store as they are, in one transaction (``INSERT OR IGNORE``):
+        ``runs`` (run, meta JSON, created), ``evaluations`` (run, key, config JSON, status, error, time,
+        elapsed_s), ``results`` (run, key, target, objective, value, time)."""
+        def tx(conn: sqlite3.Connection) -> None:
+            conn.executemany("INSERT OR IGNORE INTO runs (run, meta, created) VALUES (?, ?, ?)", runs)
+            conn.executemany("INSERT OR IGNORE INTO evaluations (run, key, config, status, error, time, elapsed_s) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)", evaluations)
+            conn.executemany("INSERT OR IGNORE INTO results (run, key, target, objective, value, time) "
+                             "VALUES (?, ?, ?, ?, ?, ?)", results)
+
+        self._write(tx)
+
     # ----------------------------------------------------------------- reading
     def get(self, run: str, key: str) -> dict[str, float] | None:
         """Every column measured for config ``key`` of ``run``; None when the config was never recorded."""
@@ -316,6 +333,9 @@ class Store:
             else:
                 damaged.add((r, k))
         self.damaged_rows = len(damaged)  # skipped; a resumed search measures them again
+        if damaged:
+            warn(f"{self.path}: {len(damaged)} of {len(evals)} evaluations are unreadable and skipped (a resumed "
+                 f"search measures them again); {REPAIR_HINT.format(path=self.path)}")
         return out
 
     def failed(self, run: str) -> list[Record]:
