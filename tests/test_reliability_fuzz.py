@@ -68,6 +68,7 @@ SECTIONS = {name: list(field.annotation.model_fields) if hasattr(field.annotatio
 keys = st.one_of(st.sampled_from(sorted(SECTIONS)), st.sampled_from(sorted({k for v in SECTIONS.values() for k in v})),
                  st.text(max_size=8))
 yaml_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.floats(allow_nan=True),
+                         st.integers(-10**40, 10**40), st.sampled_from([1e20, 1e39, 1e308, -1e308, 2.5, 2**63]),
                          st.text(max_size=10), st.sampled_from(["mbv3", "resnet", "linas", "cpu", "accuracy",
                                                                 "latency_ms@cpu", "macs", "digits", "onnx", "-1"]))
 yaml_values = st.recursive(yaml_scalars, lambda inner: st.one_of(
@@ -100,6 +101,32 @@ def test_parse_config_accepts_or_gives_one_config_error_line(doc):
         return
     assert isinstance(cfg, RunConfig)
     assert parse_config(cfg.model_dump(mode="json")) == cfg  # what was accepted round-trips
+
+
+KNOWN_PATHS = [("seed",), ("search", "options", "x"), ("search", "constraints", "macs"), ("supernet", "args", "depths"),
+               ("supernet", "args", "width_mult"), ("train", "num_threads"), ("train", "epochs"), ("targets", "cpu")]
+
+
+@FUZZ
+@given(path=st.sampled_from(KNOWN_PATHS), levels=st.integers(0, 80), leaf=yaml_scalars,
+       kinds=st.lists(st.booleans(), min_size=80, max_size=80))
+def test_nesting_and_huge_numbers_at_known_keys(path, levels, leaf, kinds):
+    """A value nested 0-80 levels deep (lists and mappings) or a huge number where a run file has a key."""
+    value = leaf
+    for as_list in kinds[:levels]:
+        value = [value] if as_list else {"k": value}
+    doc: dict = {}
+    node = doc
+    for key in path[:-1]:
+        node = node.setdefault(key, {})
+    node[path[-1]] = value
+    text = yaml.safe_dump(doc)
+    try:
+        cfg = parse_config(yaml.safe_load(text))
+    except ConfigError as e:
+        assert str(e).startswith("config") and "\n" not in str(e)
+        return
+    assert parse_config(cfg.model_dump(mode="json")) == cfg
 
 
 @FUZZ

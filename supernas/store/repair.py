@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import StoreError
-from .sqlite import FORMAT, STATUSES, VERSION, Store
+from .sqlite import DATABASE_ERRORS, FORMAT, STATUSES, VERSION, Store, decode_text, reason
 
 MAGIC = b"SQLite format 3\x00"
 MAX_ROWID = 1 << 62
+MIN_ROW_BYTES = 4  # the smallest cell SQLite stores a row in
 LINEAR_PROBES = 256  # unreadable rowids probed one by one before the probe starts to leap
 
 
@@ -74,23 +75,26 @@ def _fix_header(db: Path) -> list[str]:
     return fixes
 
 
-def _rows(conn: sqlite3.Connection, table: str, columns: str, scan: StoreScan) -> Iterator[tuple]:
+def _rows(conn: sqlite3.Connection, table: str, columns: str, scan: StoreScan, limit: int) -> Iterator[tuple]:
     """Every readable row of ``table`` in rowid order, read one at a time; rowids that cannot be read are
-    stepped over (one by one, then in growing leaps), so a damaged page loses only its own rows."""
-    last, misses = 0, 0
-    while last < MAX_ROWID:
+    stepped over (one by one, then in growing leaps), so a damaged page loses only its own rows. A damaged
+    b-tree may answer out of order or in circles: only rows of increasing rowid count, at most ``limit``."""
+    last, misses, count = 0, 0, 0
+    while last < MAX_ROWID and count < limit:
         try:
             row = conn.execute(f"SELECT rowid, {columns} FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT 1",
                                (last,)).fetchone()
-        except sqlite3.DatabaseError:
+            readable = row is None or (isinstance(row[0], int) and row[0] > last)
+        except DATABASE_ERRORS:
+            readable = False
+        if not readable:
             misses += 1
             scan.unreadable_rows += 1
             last += 1 if misses <= LINEAR_PROBES else 1 << min(misses - LINEAR_PROBES, 60)
             continue
         if row is None:
             return
-        misses = 0
-        last = row[0]
+        misses, last, count = 0, row[0], count + 1
         yield row[1:]
 
 
@@ -142,16 +146,19 @@ def scan_store(path: str | Path) -> StoreScan:
                 shutil.copyfile(journal, db.with_name(db.name + suffix))
         scan.fixes = _fix_header(db)
         conn = sqlite3.connect(str(db), isolation_level=None)
+        conn.text_factory = decode_text
         try:
             try:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            except sqlite3.DatabaseError as e:
-                raise StoreError(f"{src}: its table of contents cannot be read ({e}); nothing can be recovered") from e
+            except DATABASE_ERRORS as e:
+                raise StoreError(f"{src}: its table of contents cannot be read ({reason(e)}); nothing can be "
+                                 f"recovered") from None
             missing = {"runs", "evaluations", "results"} - tables
             if missing:
                 raise StoreError(f"{src} has no {', '.join(sorted(missing))} table: not a supernas result store")
             _check_format(conn, src, scan)
-            _collect(conn, scan)
+            size = db.stat().st_size + (wal.stat().st_size if (wal := db.with_name(db.name + "-wal")).exists() else 0)
+            _collect(conn, scan, limit=size // MIN_ROW_BYTES + 1)
         finally:
             conn.close()
     return scan
@@ -160,7 +167,7 @@ def scan_store(path: str | Path) -> StoreScan:
 def _check_format(conn: sqlite3.Connection, src: Path, scan: StoreScan) -> None:
     try:
         meta = dict(conn.execute("SELECT name, value FROM supernas_meta").fetchall())
-    except (sqlite3.DatabaseError, ValueError, TypeError):
+    except (*DATABASE_ERRORS, ValueError, TypeError):
         meta = {}
     version = str(meta.get("version", ""))
     if version.isdigit() and int(version) > VERSION:
@@ -170,9 +177,10 @@ def _check_format(conn: sqlite3.Connection, src: Path, scan: StoreScan) -> None:
         scan.fixes.append("store format and version")
 
 
-def _collect(conn: sqlite3.Connection, scan: StoreScan) -> None:
+def _collect(conn: sqlite3.Connection, scan: StoreScan, limit: int) -> None:
+    """``limit``: the most rows a table of this file can hold (a damaged b-tree must not read forever)."""
     runs: dict[str, tuple] = {}
-    for run, meta, created in _rows(conn, "runs", "run, meta, created", scan):
+    for run, meta, created in _rows(conn, "runs", "run, meta, created", scan, limit):
         if isinstance(run, str) and run:
             ok = isinstance(created, (int, float)) and not isinstance(created, bool) and math.isfinite(created)
             meta_json = _meta_json(meta)
@@ -180,7 +188,7 @@ def _collect(conn: sqlite3.Connection, scan: StoreScan) -> None:
                 scan.fixes.append(f"metadata of run {run!r} (reset to empty)")
             runs[run] = (run, meta_json or "{}", float(created) if ok else time.time())
     kept: set[tuple[str, str]] = set()
-    for row in _rows(conn, "evaluations", "run, key, config, status, error, time, elapsed_s", scan):
+    for row in _rows(conn, "evaluations", "run, key, config, status, error, time, elapsed_s", scan, limit):
         ev = _evaluation(row)
         if ev is None:
             scan.skipped_evaluations += 1
@@ -191,7 +199,8 @@ def _collect(conn: sqlite3.Connection, scan: StoreScan) -> None:
     values: dict[tuple[str, str], list[tuple]] = {}
     broken: set[tuple[str, str]] = set()
     for run, key, target, objective, value, when in _rows(conn, "results",
-                                                          "run, key, target, objective, value, time", scan):
+                                                          "run, key, target, objective, value, time", scan,
+                                                          limit):
         try:
             good = isinstance(target, str) and isinstance(objective, str) and bool(objective)
             value, when = _number(value), _number(when)

@@ -45,6 +45,19 @@ CREATE TABLE IF NOT EXISTS results (
     time REAL NOT NULL, PRIMARY KEY (run, key, target, objective));
 """
 STATUSES = ("ok", "failed")
+# a damaged file is a DatabaseError; with invalid UTF-8 in its schema, decoding sqlite's own message fails first
+DATABASE_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
+
+
+def reason(e: BaseException) -> str:
+    """sqlite's message for a database error (recovered from the bytes it could not decode)."""
+    if isinstance(e, UnicodeDecodeError) and isinstance(e.object, bytes):
+        return e.object.decode("utf-8", "replace")
+    return str(e)
+
+
+def decode_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")  # damaged text reads as text (and then fails its own checks)
 REPAIR_HINT = "`supernas store repair {path}` copies every readable evaluation to a fresh store"
 
 
@@ -133,6 +146,7 @@ class Store:
                                        check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open result store {self.path}: {e}") from e
+        conn.text_factory = decode_text
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -159,9 +173,9 @@ class Store:
                 raise StoreError(f"result store {self.path} stayed locked by another process for "
                                  f"{BUSY_TIMEOUT_S:.0f} s") from e
             raise StoreError(f"{self.path} is not a supernas result store ({e})") from e
-        except sqlite3.DatabaseError as e:
+        except DATABASE_ERRORS as e:
             conn.close()
-            raise StoreError(f"{self.path} is not a supernas result store, or is damaged ({e}); if it is one, "
+            raise StoreError(f"{self.path} is not a supernas result store, or is damaged ({reason(e)}); if it is one, "
                              f"{REPAIR_HINT.format(path=self.path)}") from e
         except StoreError:
             conn.close()
@@ -202,9 +216,9 @@ class Store:
                 out = fn(conn)
                 conn.execute("COMMIT")
                 return out
-            except sqlite3.DatabaseError as e:
+            except DATABASE_ERRORS as e:
                 _rollback(conn)
-                raise StoreError(f"cannot write result store {self.path} ({e}); it may be damaged: "
+                raise StoreError(f"cannot write result store {self.path} ({reason(e)}); it may be damaged: "
                                  f"{REPAIR_HINT.format(path=self.path)}") from e
             except BaseException:
                 _rollback(conn)
@@ -214,8 +228,8 @@ class Store:
         with self._lock:
             try:
                 return self.conn.execute(sql, args).fetchall()
-            except sqlite3.DatabaseError as e:
-                raise StoreError(f"cannot read result store {self.path} ({e}); "
+            except DATABASE_ERRORS as e:
+                raise StoreError(f"cannot read result store {self.path} ({reason(e)}); "
                                  f"{REPAIR_HINT.format(path=self.path)}") from e
 
     # -------------------------------------------------------------------- runs

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import inspect
 import math
+import typing
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from ..errors import ConfigError
@@ -162,6 +164,11 @@ def family_class(name: str) -> type[Supernet]:
     return _FAMILIES[name]
 
 
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def supernet_arch(name: str, **kwargs: Any) -> dict[str, Any]:
     """The ``arch`` dict (family and every constructor argument, defaults filled in) that
     ``create_supernet(name, **kwargs)`` records, without building the network."""
@@ -171,6 +178,16 @@ def supernet_arch(name: str, **kwargs: Any) -> dict[str, Any]:
     if unknown:
         allowed = [p for p in params if p != "self"]
         raise ConfigError(f"unknown argument {unknown[0]!r} for supernet {name!r}; allowed: {', '.join(allowed)}")
+    hints = typing.get_type_hints(cls.__init__)
+    for k, v in kwargs.items():  # the constructor's annotations, strictly (no coercion: 1.0 is not an int)
+        if k in hints:
+            try:
+                TypeAdapter(hints[k]).validate_python(v, strict=True)
+            except ValidationError as e:
+                what = e.errors()[0]["msg"].removeprefix("Input ")
+                raise ConfigError(f"supernet {name!r}: {k} {what}, got {_short(v)}") from None
+            if hints[k] is int and v < 1:
+                raise ConfigError(f"supernet {name!r}: {k} must be a positive integer, got {v!r}")
     for k, v in kwargs.items():  # value checks every family shares, also run when a run file is loaded
         values = v if isinstance(v, (list, tuple)) else [v]
         if any(isinstance(x, float) and not math.isfinite(x) for x in values):
