@@ -132,3 +132,23 @@ def test_something_on_the_port_that_is_not_ray_is_found_before_training():
         server.close()
     assert problem is not None and problem.startswith(f"search.ray_address '127.0.0.1:{port}'"), problem
     assert ray_problem(1, "127.0.0.1:notaport") == "search.ray_address '127.0.0.1:notaport': 'notaport' is not a port number"
+
+
+def _nested(levels: int) -> str:
+    return "[" * levels + "1" + "]" * levels
+
+
+@pytest.mark.parametrize("doc, needle", [
+    (f"seed: {_nested(500)}", "nested"),
+    (f"search:\n  options:\n    x: {_nested(5000)}", "nested"),
+    (f"search:\n  constraints:\n    macs: {_nested(50_000)}", "nested"),
+    (f"supernet:\n  args:\n    depths: {_nested(30)}", "nested more than"),
+    ("train:\n  num_threads: 100000000000000000000", "train.num_threads"),
+    ("supernet:\n  args:\n    width_mult: 1.0e+39", "supernet"),
+    ("supernet:\n  args:\n    dropout: 2.5", "dropout must be a number in [0, 1)"),
+], ids=["seed", "options", "constraints", "args", "threads", "width", "dropout"])
+def test_absurd_run_files_are_one_line_before_anything_is_written(tmp_path, capsys, doc, needle):
+    cfgfile = tmp_path / "absurd.yaml"
+    cfgfile.write_text(f"out: {tmp_path / 'out'}\n{doc}\n")
+    assert_one_line(*cli(["train", cfgfile, "-q"], capsys), needle)
+    assert not (tmp_path / "out").exists()
