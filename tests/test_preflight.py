@@ -127,7 +127,7 @@ def test_something_on_the_port_that_is_not_ray_is_found_before_training():
     threading.Thread(target=accept_and_hang_up, daemon=True).start()
     try:
         assert ray_problem(2, None) is None  # a local Ray is started by the search itself
-        problem = ray_handshake(f"127.0.0.1:{port}", timeout_s=10)
+        problem = ray_handshake(f"127.0.0.1:{port}", timeout_s=6)
     finally:
         server.close()
     assert problem is not None and problem.startswith(f"search.ray_address '127.0.0.1:{port}'"), problem

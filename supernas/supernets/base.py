@@ -165,7 +165,8 @@ def family_class(name: str) -> type[Supernet]:
 
 
 def _short(v: Any) -> str:
-    text = repr(v)
+    """``repr(v)`` on one line, at most 60 characters."""
+    text = " ".join(repr(v).split())
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -186,8 +187,8 @@ def supernet_arch(name: str, **kwargs: Any) -> dict[str, Any]:
             except ValidationError as e:
                 what = e.errors()[0]["msg"].removeprefix("Input ")
                 raise ConfigError(f"supernet {name!r}: {k} {what}, got {_short(v)}") from None
-            if hints[k] is int and v < 1:
-                raise ConfigError(f"supernet {name!r}: {k} must be a positive integer, got {v!r}")
+            if hints[k] is int and v < 0:  # sizes and counts (a family refuses its own zeros)
+                raise ConfigError(f"supernet {name!r}: {k} must be a non-negative integer, got {v!r}")
     for k, v in kwargs.items():  # value checks every family shares, also run when a run file is loaded
         values = v if isinstance(v, (list, tuple)) else [v]
         if any(isinstance(x, float) and not math.isfinite(x) for x in values):
