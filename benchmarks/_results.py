@@ -10,21 +10,10 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def machine() -> str:
-    """CPU model and core count, plus the GPU when torch sees one."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
-        cpu = f"{names[0]}, {len(names)} cores" if names else cpu
-    except OSError:
-        pass
-    try:
-        import torch
+    """CPU model, cores, memory, GPU and instruction flags (``supernas.measure.machine``)."""
+    from supernas.measure.machine import describe_machine
 
-        if torch.cuda.is_available():
-            cpu += f"; {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return cpu
+    return describe_machine()
 
 
 def write_section(script: str, body: str) -> None:

@@ -24,6 +24,7 @@ from rich.table import Table
 from .config import RunConfig, dump_config, load_config
 from .errors import CheckpointError, ConfigError, warn
 from .measure.objectives import direction
+from .pipeline_facts import timed
 from .preflight import preflight
 from .space import Config
 from .supernets import Supernet, create_supernet, supernet_arch
@@ -198,6 +199,7 @@ def build_supernet(cfg: RunConfig, bundle: Any) -> Supernet:
     return create_supernet(cfg.supernet.family, **supernet_args(cfg, bundle))
 
 
+@timed("train")
 def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: Console | None = None):
     """Train (or resume training) the run's supernet; returns (supernet, data bundle)."""
     from .pipeline_text import freeze, original_teacher
@@ -285,6 +287,7 @@ def strategy_options(options: dict[str, Any], net: Supernet) -> dict[str, Any]:
     return out
 
 
+@timed("search")
 def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: bool = True,
                 console: Console | None = None, net: Supernet | None = None, bundle: Any = None):
     """Search the trained supernet; every evaluation goes to results.db as it is measured."""

@@ -19,6 +19,7 @@ from .config import RunConfig, parse_pick
 from .errors import ConfigError
 from .measure.objectives import direction
 from .pipeline import SEARCH_RUN, RunPaths, fmt_number, make_evaluator, quantization, search_space, trained_supernet
+from .pipeline_facts import run_facts, timed, training_history
 from .space import Config
 from .supernets import Supernet
 
@@ -94,6 +95,7 @@ def pick_metrics(cfg: RunConfig, paths: RunPaths, net: Supernet, bundle: Any, co
     return make_evaluator(cfg, net, bundle)(config)
 
 
+@timed("export")
 def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[str], net: Supernet | None = None,
                 bundle: Any = None):
     """Export one picked sub-network (BN-recalibrated on training data) into the run directory; ``net``
@@ -176,6 +178,7 @@ def print_picks(console: Console, cfg: RunConfig, picks: Sequence[dict[str, Any]
     console.print(table)
 
 
+@timed("report")
 def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None = None) -> Path:
     from .report import write_report
     from .search import parse_constraints
@@ -194,13 +197,12 @@ def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None 
                + (f" from {cfg.supernet.pretrained}" if cfg.supernet.pretrained else ""),
                "data": cfg.data.dataset, "strategy": cfg.search.strategy,
                **({"constraints": ", ".join(str(c) for c in parse_constraints(cfg.search.constraints))}
-                  if cfg.search.constraints else {}),
-               "targets": ", ".join(f"{n} ({t.backend}, {t.threads} threads, batch {t.batch_size})"
-                                    for n, t in cfg.targets.items())}
+                  if cfg.search.constraints else {})}
     for info in exported_picks(paths):
         values = ", ".join(f"{c} {fmt_number(v)}" for c, v in info["metrics"].items())
         test = f"; test accuracy {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
         summary[f"export {info['name']}"] = f"{info['pick']}: {values}{test}"
     return write_report(paths.root, df, cfg.search.objectives, hv_history=hv, exports=exports,
                         title=f"supernas report: {cfg.name}", summary=summary,
-                        constraints=cfg.search.constraints or None)
+                        constraints=cfg.search.constraints or None, facts=run_facts(cfg, paths.root),
+                        training=training_history(paths.root))

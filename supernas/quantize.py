@@ -30,6 +30,7 @@ from torch import nn
 
 from .errors import ConfigError, SupernasError, validation_problem
 from .measure.evaluator import Evaluator
+from .measure.machine import cpu_flags
 from .measure.objectives import get_objective, split_column
 from .measure.onnx_model import OnnxModel, onnx_bytes
 from .measure.targets import TargetSpec
@@ -38,7 +39,6 @@ from .supernets import Supernet
 
 PRECISIONS = ("int8", "fp32")  # smallest first, like every option list
 PRECISION = "precision"  # the choice suffix: ``stage2.block1.precision``
-_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "asimddp", "i8mm")
 
 
 class QuantizationError(SupernasError):
@@ -79,20 +79,6 @@ def quantization_spec(spec: QuantizationSpec | Mapping[str, Any] | str | None) -
     except ValidationError as e:
         where, what = validation_problem(e, "quantization")
         raise ConfigError(f"quantization: {where}: {what} (got {e.errors()[0].get('input')!r})") from None
-
-
-def cpu_flags() -> list[str]:
-    """The instruction-set extensions INT8 speed depends on that this CPU has (AVX2, AVX-512, VNNI, AMX;
-    on ARM dot-product and i8mm), from ``/proc/cpuinfo``; empty where unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    present = set()
-    for line in text.splitlines():
-        if line.lower().startswith(("flags", "features")):
-            present.update(line.split(":", 1)[-1].split())
-    return [f for f in _CPU_FLAGS if f in present]
 
 
 # ------------------------------------------------------------------------------------------ the policy

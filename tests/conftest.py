@@ -64,3 +64,17 @@ def small_basic_resnet():
                              base_depths=(1, 1, 1, 1), depth_deltas=(0, 1), width_mults=(0.25, 0.5),
                              stage_widths=(32, 64, 128, 256), stem_width=32)
     return randomise(net).eval()
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A tiny digits run trained (2 epochs, validation logged), searched, exported (knee, ONNX) and reported
+    once through the CLI. Tests that change it copy it first."""
+    from supernas.cli import main
+    from test_reliability_inputs import run_file
+
+    root = tmp_path_factory.mktemp("finished")
+    cfgfile = run_file(root, "done", export={"picks": ["knee"], "formats": ["onnx"]},
+                       train={"epochs": 2, "batch_size": 32, "num_threads": 1, "eval_every": 1})
+    main(["run", "-c", str(cfgfile), "-q"])
+    return root / "done"

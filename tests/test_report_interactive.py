@@ -315,3 +315,13 @@ def test_page_in_chromium_at_1280px_fits_and_draws_every_point(run):
     subprocess.run([*args[:3], "--no-sandbox", "--window-size=1280,2400", "--virtual-time-budget=10000",
                     f"--screenshot={shot}", path.resolve().as_uri()], capture_output=True, timeout=180)
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_run_facts_are_escaped_and_a_log_without_losses_draws_no_curve(tmp_path):
+    df = _evaluations()
+    facts = {"data": {"dataset": "<script>x</script>"}, "machine": {"train": "box & co"}}
+    page = write_report(tmp_path, df, COLUMNS, facts=facts, training=[{"epoch": 0, "lr": 0.1}]).read_text()
+    assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x</script>" not in page and "box &amp; co" in page
+    assert "plot-training" not in page
+    page = write_report(tmp_path, df, COLUMNS, training=[{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 1.0}]).read_text()
+    assert 'id="plot-training"' in page and 'id="facts"' not in page

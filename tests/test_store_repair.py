@@ -118,17 +118,6 @@ def test_what_is_not_a_store_is_named(tmp_path):
         scan_store(tmp_path / "missing.db")
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A tiny run trained, searched, exported and reported once (copied per test)."""
-    root = tmp_path_factory.mktemp("finished")
-    cfgfile = run_file(root, "done", export={"picks": ["knee"], "formats": ["onnx"]})
-    from supernas.cli import main
-
-    main(["run", "-c", str(cfgfile), "-q"])
-    return root / "done"
-
-
 def _copy(run, dest):
     shutil.copytree(run, dest)
     cfg = yaml.safe_load((dest / "config.yaml").read_text())

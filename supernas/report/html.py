@@ -16,7 +16,7 @@ from ..measure.objectives import direction
 from .arch import ARCH_CSS, arch_html, arch_summary, parse_config, short_name, value_ranges
 from .cards import CARD_CSS, export_records, model_cards, row_of
 from .front import check_columns, config_text, write_front_table
-from .interactive import BOOT_JS, front_figures, hypervolume_figure, plot_block, plotly_js
+from .interactive import BOOT_JS, front_figures, hypervolume_figure, plot_block, plotly_js, training_figure
 from .plots import plot_fronts, plot_hypervolume
 
 _CSS = """
@@ -32,6 +32,8 @@ tr.knee{background:#fff3c4} .plots img{max-width:100%;margin:.5em 0;border:1px s
 .plotly-plot{width:100%;min-width:0} .plotly-plot.wide{grid-column:1/-1}
 dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.2em 1em;margin:.3em 0}
 dt{font-weight:600} dd{margin:0;overflow-wrap:anywhere}
+.factgrid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,360px),1fr));gap:.5em 1.5em}
+.facts h3{font-size:1em;margin:.6em 0 .2em}
 """ + ARCH_CSS + CARD_CSS
 
 
@@ -100,10 +102,20 @@ def _exports_html(exports: Sequence[str | Path], out_dir: Path) -> str:
     return f'<ul id="exports">{"".join(links)}</ul>'
 
 
+def _facts_html(facts: Mapping[str, Mapping[str, str]]) -> str:
+    """ "Run facts": one titled definition list per section."""
+    groups = "".join(f'<div class="facts"><h3>{_esc(name)}</h3><dl>'
+                     + "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in items.items()) + "</dl></div>"
+                     for name, items in facts.items())
+    return f'<h2>Run facts</h2><div id="facts" class="factgrid">{groups}</div>'
+
+
 def write_report(out_dir: str | Path, evaluations: pd.DataFrame, columns: Sequence[str], *,
                  hv_history: Sequence[tuple[int, float]] | None = None,
                  exports: Sequence[str | Path] | None = None, title: str = "supernas report",
-                 summary: Mapping[str, Any] | str | None = None, constraints: Any = None) -> Path:
+                 summary: Mapping[str, Any] | str | None = None, constraints: Any = None,
+                 facts: Mapping[str, Mapping[str, str]] | None = None,
+                 training: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """Write ``report.html`` (self-contained), ``plots/*.png`` and ``front.csv`` into ``out_dir``.
 
     ``evaluations`` has one row per config (``key`` and/or ``config`` plus the metric ``columns``);
@@ -111,7 +123,8 @@ def write_report(out_dir: str | Path, evaluations: pd.DataFrame, columns: Sequen
     files to link (relative to the report): an export with a ``.json`` record next to it (as
     ``supernas.export`` writes) gets a model card and is marked in the plots; ``summary`` adds lines
     (a mapping) or a note (a string); ``constraints`` (the run's ``search.constraints``) restrict the
-    front to feasible sub-networks. Returns the path of ``report.html``."""
+    front to feasible sub-networks; ``facts`` are sections of (label, value) lines shown as "Run facts";
+    ``training`` the per-epoch metrics log, drawn as the training curve. Returns the path of ``report.html``."""
     cols = check_columns(evaluations, columns)
     out = Path(out_dir)
     plots_dir = out / "plots"
@@ -128,6 +141,8 @@ def write_report(out_dir: str | Path, evaluations: pd.DataFrame, columns: Sequen
                             constraints)
     if hv_history:
         figures.append(("plot-hypervolume", hypervolume_figure(hv_history)))
+    if training and (curve := training_figure(training)) is not None:
+        figures.append(("plot-training", curve))
     summary_html = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>"
                            for k, v in _summary_items(evaluations, front, cols, summary))
     sections = [f"<h1>{_esc(title)}</h1>", f'<h2>Summary</h2><dl id="summary">{summary_html}</dl>']
@@ -146,6 +161,8 @@ def write_report(out_dir: str | Path, evaluations: pd.DataFrame, columns: Sequen
         rest = [e for e in exports if Path(e).resolve() not in listed]
         if rest:
             sections.append(_exports_html(rest, out))
+    if facts:
+        sections.append(_facts_html(facts))
     if plots:
         sections.append('<h2>Static plots</h2><details class="plots"><summary>PNG images (also in plots/)'
                         '</summary>' + "".join(_img(p) for p in plots) + "</details>")

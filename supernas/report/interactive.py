@@ -185,3 +185,23 @@ def hypervolume_figure(history: Sequence[tuple[int, float]]) -> go.Figure:
                                 "hypervolume relative to the best found (1 = best)"))
     fig.update_layout(title=dict(text=f"hypervolume of the front over the search<br><sup>{note}</sup>"))
     return fig
+
+
+def training_figure(history: Sequence[Mapping[str, Any]]) -> go.Figure | None:
+    """Training losses per epoch (left axis) and validation accuracy of the logged sub-networks (right axis,
+    when the log has ``val_acc_*`` columns); None without a numeric loss."""
+    epochs = [r.get("epoch") for r in history]
+    losses = sorted({k for r in history for k, v in r.items() if k.startswith("loss") and isinstance(v, (int, float))})
+    accs = sorted({k for r in history for k, v in r.items() if k.startswith("val_acc") and isinstance(v, (int, float))})
+    if not losses or not all(isinstance(e, int) for e in epochs):
+        return None
+    fig = go.Figure()
+    for key, axis in [*((k, "y") for k in losses), *((k, "y2") for k in accs)]:
+        points = [(r["epoch"] + 1, r[key]) for r in history if isinstance(r.get(key), (int, float))]
+        fig.add_trace(go.Scatter(x=[e for e, _ in points], y=[v for _, v in points], mode="lines+markers",
+                                 name=html.escape(key), yaxis=axis, meta="training",
+                                 hovertemplate=f"{html.escape(key)} after epoch %{{x}}: %{{y:.4g}}<extra></extra>"))
+    fig.update_layout(**_layout("training (from checkpoints/metrics.jsonl)", "epoch", "loss"))
+    if accs:
+        fig.update_layout(yaxis2=dict(title=dict(text="validation accuracy"), overlaying="y", side="right"))
+    return fig
