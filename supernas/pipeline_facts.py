@@ -56,8 +56,8 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def step_times(root: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """From ``steps.jsonl``: ``{step: "<total wall time>[ in <n> invocations]"}`` and ``{steps: machine}``
-    (which steps ran on which machine)."""
+    """From ``steps.jsonl``: ``{step: "<total wall time>[ in <n> invocations]"}`` and ``{"machine[ i]":
+    "<machine> (ran <steps>)"}``."""
     totals: dict[str, tuple[float, int]] = {}
     machines: dict[str, list[str]] = {}
     for row in _jsonl(Path(root) / STEPS):
@@ -68,7 +68,8 @@ def step_times(root: Path) -> tuple[dict[str, str], dict[str, str]]:
             where = machines.setdefault(str(row.get("machine", "unknown")), [])
             where += [step] * (step not in where)
     times = {step: _duration(total) + (f" in {n} invocations" if n > 1 else "") for step, (total, n) in totals.items()}
-    return times, {", ".join(steps): machine for machine, steps in machines.items()}
+    label = (lambda i: "machine") if len(machines) == 1 else (lambda i: f"machine {i}")
+    return times, {label(i): f"{machine} (ran {', '.join(steps)})" for i, (machine, steps) in enumerate(machines.items(), 1)}
 
 
 def _duration(seconds: float) -> str:
@@ -112,5 +113,5 @@ def run_facts(cfg: RunConfig, root: Path) -> dict[str, dict[str, str]]:
                                   for n, x in cfg.targets.items())
     return {"data": data, "supernet": supernet, "training": training, "search": search,
             "wall time per step": times or {"(none recorded)": "steps record their time as they finish"},
-            "machine": machines or {"report": describe_machine()},
+            "machine": machines or {"machine": f"{describe_machine()} (this report)"},
             "library versions": library_versions()}

@@ -62,6 +62,13 @@ def _record(out: Path, name: str, pick: str, row: pd.Series, formats: dict[str, 
     return info
 
 
+TRAINING = [{"epoch": e, "loss_largest": 2.0 / (e + 1), "loss_others": 0.3, "val_acc_largest": 0.5 + e / 10}
+            for e in range(3)]
+FACTS = {"supernet": {"arguments": json.dumps({f"argument_{i}": list(range(8)) for i in range(12)})},
+         "machine": {"train, search, export, report": "Some CPU Model Name @ 3.00GHz, 128 cores, 1024 GiB; NVIDIA "
+                     "H200; flags avx2 avx512f avx512_vnni avx_vnni amx_int8 amx_tile"}}
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
@@ -73,7 +80,7 @@ def run(tmp_path_factory):
     exports = [out / "knee.onnx", out / "knee.pt2", out / "largest.onnx", out / "orphan.onnx"]
     hv = [(i, 0.5 + 0.02 * min(i, 20)) for i in range(1, len(df) + 1)]
     path = write_report(out, df, COLUMNS, hv_history=hv, exports=exports, title="run <b>x</b> & y",
-                        summary={"data": "classes <cat>, <dog>"})
+                        summary={"data": "classes <cat>, <dog>"}, facts=FACTS, training=TRAINING)
     return df, path, path.read_text(encoding="utf-8"), records, hv
 
 
@@ -159,7 +166,8 @@ def test_one_plot_div_per_plot_with_every_evaluation(run):
     df, _, page, records, _ = run
     parser = _parse(page)
     pairs = objective_pairs(COLUMNS)
-    assert parser.plots == [f"plot-front-{y}-vs-{x}" for y, x, _ in pairs] + ["plot-matrix", "plot-hypervolume"]
+    assert parser.plots == [f"plot-front-{y}-vs-{x}" for y, x, _ in pairs] + ["plot-matrix", "plot-hypervolume",
+                                                                               "plot-training"]
     assert set(parser.figs) == set(parser.plots)
     knee = knee_point(df, COLUMNS)
     for (y, x, series), pid in zip(pairs, parser.plots):
@@ -310,6 +318,7 @@ def test_page_in_chromium_at_1280px_fits_and_draws_every_point(run):
     k = len(COLUMNS)  # the matrix: one subplot (scatter layer) per pair of objective columns
     assert facts["plots"]["plot-matrix"] == k * (k - 1) // 2 * len(df)
     assert facts["plots"]["plot-hypervolume"] == len(hv)
+    assert facts["plots"]["plot-training"] == 2 * len(TRAINING)  # a scatter layer per y axis: loss, accuracy
     assert facts["cards"] == len(records)
     shot = path.with_name("report.png")
     subprocess.run([*args[:3], "--no-sandbox", "--window-size=1280,2400", "--virtual-time-budget=10000",

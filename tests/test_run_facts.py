@@ -43,7 +43,7 @@ def test_step_times_add_up_invocations_and_name_each_machine(tmp_path):
         f.write(json.dumps({"step": "export", "wall_s": 2.0, "machine": "a GPU box"}) + "\n")
     times, machines = step_times(tmp_path)
     assert times == {"train": "2.5 min in 2 invocations", "search": "7.2 s", "export": "2.0 s"}
-    assert machines == {"train, search": describe_machine(), "export": "a GPU box"}
+    assert machines == {"machine 1": f"{describe_machine()} (ran train, search)", "machine 2": "a GPU box (ran export)"}
 
 
 def test_facts_of_a_run_file_without_any_step_yet(tmp_path):
@@ -51,7 +51,7 @@ def test_facts_of_a_run_file_without_any_step_yet(tmp_path):
                                       "[accuracy, macs]}\ntrain: {epochs: 3}\n"))
     facts = run_facts(cfg, tmp_path)
     assert facts["training"]["epochs"] == "0 of 3 logged" and "macs <= 100" in facts["search"]["constraints"]
-    assert facts["machine"] == {"report": describe_machine()}
+    assert facts["machine"] == {"machine": f"{describe_machine()} (this report)"}
     assert set(library_versions()) >= {"python", "torch", "numpy"}
     assert all(f in describe_machine() for f in cpu_flags())
 
