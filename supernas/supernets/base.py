@@ -47,6 +47,11 @@ class Supernet(nn.Module):
     family: str = "?"
     space: SearchSpace
 
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs: Any) -> "Supernet":
+        """The family's supernet holding a published checkpoint (a family that has a format overrides this)."""
+        raise ConfigError(f"supernet family {cls.family!r} cannot load a pretrained checkpoint file")
+
     def __init__(self) -> None:
         super().__init__()
         self.arch: dict[str, Any] = {}
@@ -219,10 +224,14 @@ def require_memory(name: str, weight_bytes: int) -> None:
                           f"weights; this machine has {free / 2**30:,.1f} GiB available")
 
 
-def create_supernet(name: str, **kwargs: Any) -> Supernet:
+def create_supernet(name: str, pretrained: str | None = None, **kwargs: Any) -> Supernet:
     """Build supernet family ``name`` with its constructor arguments (timm-style factory). The network is
     first built on the ``meta`` device (no memory): bad arguments and a supernet whose weights would not fit
-    in this machine's available memory are refused before anything is allocated."""
+    in this machine's available memory are refused before anything is allocated. ``pretrained``: a local
+    checkpoint file the family can load (``mbv3``: a Once-for-All MobileNetV3 supernet), its sizes read from
+    the file and ``kwargs`` the remaining arguments."""
+    if pretrained is not None:
+        return family_class(name).from_pretrained(pretrained, **kwargs)
     arch = supernet_arch(name, **kwargs)
     require_memory(name, supernet_weight_bytes(name, **kwargs))
     net = family_class(name)(**kwargs)

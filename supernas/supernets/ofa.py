@@ -1,0 +1,175 @@
+"""Once-for-All's published MobileNetV3 supernets (``ofa_mbv3_d234_e346_k357_w1.0`` / ``_w1.2``) loaded into the
+``mbv3`` family, and Once-for-All's sub-network descriptions (``ks``/``e``/``d`` lists) converted both ways.
+
+The user downloads a checkpoint once; nothing here downloads. Parameter names are mapped one by one
+(``blocks.<i>.conv.depth_conv.conv.conv.weight`` -> ``stages.<s>.blocks.<b>.dw.weight``, ...); the width,
+classes and space maxima are read from the tensors and every tensor's shape is checked, so a checkpoint that
+does not fit names the first tensor that disagrees. Loading is ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from ..space import Config
+from .base import create_supernet
+from .mbv3 import STAGE_WIDTHS, MobileNetV3Supernet
+
+WIDTHS = (1.0, 1.2)  # the published ones; others are tried after them
+_BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_RULES = [  # Once-for-All name (regex) -> supernas name (blocks.<i> is filled in by _block_name)
+    (rf"first_conv\.conv\.weight", "stem.0.weight"),
+    (rf"first_conv\.bn\.{_BN}", r"stem.1.\1"),
+    (rf"blocks\.0\.conv\.depth_conv\.conv\.weight", "first_block.dw.0.weight"),
+    (rf"blocks\.0\.conv\.depth_conv\.bn\.{_BN}", r"first_block.dw.1.\1"),
+    (rf"blocks\.0\.conv\.point_linear\.conv\.weight", "first_block.project.0.weight"),
+    (rf"blocks\.0\.conv\.point_linear\.bn\.{_BN}", r"first_block.project.1.\1"),
+    (rf"blocks\.(\d+)\.conv\.inverted_bottleneck\.conv\.conv\.weight", "{block}.expand.weight"),
+    (rf"blocks\.(\d+)\.conv\.inverted_bottleneck\.bn\.bn\.{_BN}", r"{block}.expand_bn.\2"),
+    (rf"blocks\.(\d+)\.conv\.depth_conv\.conv\.conv\.weight", "{block}.dw.weight"),
+    (rf"blocks\.(\d+)\.conv\.depth_conv\.conv\.(\d)to(\d)_matrix", r"{block}.dw.transform_\2to\3"),
+    (rf"blocks\.(\d+)\.conv\.depth_conv\.bn\.bn\.{_BN}", r"{block}.dw_bn.\2"),
+    (rf"blocks\.(\d+)\.conv\.depth_conv\.se\.fc\.(reduce|expand)\.(weight|bias)", r"{block}.se.\2.\3"),
+    (rf"blocks\.(\d+)\.conv\.point_linear\.conv\.conv\.weight", "{block}.project.weight"),
+    (rf"blocks\.(\d+)\.conv\.point_linear\.bn\.bn\.{_BN}", r"{block}.project_bn.\2"),
+    (rf"final_expand_layer\.conv\.weight", "final_expand.0.weight"),
+    (rf"final_expand_layer\.bn\.{_BN}", r"final_expand.1.\1"),
+    (rf"feature_mix_layer\.conv\.weight", "feature_mix.0.weight"),
+    (rf"classifier\.linear\.(weight|bias)", r"classifier.\1"),
+]
+_COMPILED = [(re.compile(p + "$"), r) for p, r in _RULES]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file (``{"state_dict": ...}`` as Once-for-All saves them, or a bare state
+    dict; a DataParallel ``module.`` prefix is dropped), read with ``weights_only=True``."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"pretrained checkpoint {p} does not exist")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip/pickle/EOF errors of a damaged or foreign file
+        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{p} holds no state dict of named tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def ofa_names(state: Mapping[str, torch.Tensor], max_depth: int) -> dict[str, str]:
+    """``{Once-for-All name: supernas name}`` for every tensor; a name no rule knows is a CheckpointError."""
+    out = {}
+    for name in state:
+        for pattern, target in _COMPILED:
+            m = pattern.match(name)
+            if m is None:
+                continue
+            if "{block}" in target:
+                i = int(m.group(1))
+                target = target.replace("{block}", f"stages.{(i - 1) // max_depth}.blocks.{(i - 1) % max_depth}")
+            out[name] = m.expand(target)
+            break
+        else:
+            raise CheckpointError(f"tensor {name!r} is not part of a Once-for-All MobileNetV3 supernet")
+    return out
+
+
+def _max_depth(state: Mapping[str, torch.Tensor]) -> int:
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
+    if not blocks or (max(blocks) % len(STAGE_WIDTHS)):
+        raise CheckpointError(f"the checkpoint has {max(blocks, default=-1) + 1} blocks; a Once-for-All MobileNetV3 "
+                              f"has 1 + {len(STAGE_WIDTHS)} stages x the largest depth")
+    return max(blocks) // len(STAGE_WIDTHS)
+
+
+def load_ofa_mbv3(path: str | Path, width_mult: float | None = None, kernel_sizes: Sequence[int] = (3, 5, 7),
+                  expand_ratios: Sequence[float] = (3, 4, 6), depths: Sequence[int] | None = None,
+                  **args: Any) -> MobileNetV3Supernet:
+    """An ``mbv3`` supernet holding a Once-for-All MobileNetV3 checkpoint. ``width_mult`` is found from the
+    tensors when not given (1.0 and 1.2 are the published ones); the classes come from the classifier and
+    the largest depth from the number of blocks (``depths`` default: 2 up to it); the kernel and expand
+    lists must end at the checkpoint's largest. ``args``: further ``mbv3`` arguments (e.g. ``dropout``)."""
+    state = read_state_dict(path)
+    max_depth = _max_depth(state)
+    names = ofa_names(state, max_depth)
+    if "classifier.linear.weight" not in state:
+        raise CheckpointError(f"{path}: no classifier.linear.weight (not a Once-for-All MobileNetV3 checkpoint)")
+    args = {"num_classes": int(state["classifier.linear.weight"].shape[0]), "kernel_sizes": tuple(kernel_sizes),
+            "expand_ratios": tuple(expand_ratios), "depths": tuple(depths or range(2, max_depth + 1)),
+            "dropout": 0.0, **args}
+    widths = [width_mult] if width_mult is not None else [*WIDTHS, 0.75, 0.5, 1.5, 2.0]
+    first_problem = None
+    for w in widths:
+        try:
+            with torch.device("meta"):
+                probe = create_supernet("mbv3", width_mult=w, **args)
+        except ConfigError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+        problem = shape_problem(state, names, probe.state_dict())
+        if problem is None:
+            net = create_supernet("mbv3", width_mult=w, **args)
+            net.load_state_dict({names[k]: v for k, v in state.items()}, strict=True)
+            return net.eval()
+        first_problem = first_problem or problem
+    tried = f"width {width_mult:g}" if width_mult is not None else "widths " + ", ".join(f"{w:g}" for w in widths)
+    raise CheckpointError(f"{path} does not fit the mbv3 family at {tried}: {first_problem}")
+
+
+def shape_problem(state: Mapping[str, torch.Tensor], names: Mapping[str, str],
+                  expected: Mapping[str, torch.Tensor]) -> str | None:
+    """The first tensor whose shape disagrees (or that one side lacks), None when all fit."""
+    for ofa_name, tensor in state.items():
+        want = expected.get(names[ofa_name])
+        if want is None:
+            return f"{ofa_name} has no place in this supernet"
+        if tuple(want.shape) != tuple(tensor.shape):
+            return f"{ofa_name} is {tuple(tensor.shape)}, the supernet's {names[ofa_name]} is {tuple(want.shape)}"
+    missing = sorted(set(expected) - set(names.values()))
+    return f"the checkpoint has no tensor for {missing[0]}" if missing else None
+
+
+# ------------------------------------------------------------------------ sub-network descriptions
+def _depth_limit(net: MobileNetV3Supernet) -> int:
+    return max(net.space["stage1.depth"].options)
+
+
+def from_ofa(net: MobileNetV3Supernet, ks: Sequence[int], e: Sequence[float], d: Sequence[int],
+             resolution: int | None = None) -> Config:
+    """A config of ``net`` from Once-for-All's ``ks``/``e`` (one per block slot, 5 x largest depth) and
+    ``d`` (one per stage) lists (``set_active_subnet(ks, e, d)``); entries of skipped blocks are ignored."""
+    slots = len(STAGE_WIDTHS) * _depth_limit(net)
+    if len(ks) != slots or len(e) != slots or len(d) != len(STAGE_WIDTHS):
+        raise ConfigError(f"Once-for-All lists need {slots} kernel sizes, {slots} expand ratios and "
+                          f"{len(STAGE_WIDTHS)} depths; got {len(ks)}, {len(e)}, {len(d)}")
+    cfg: dict[str, Any] = {}
+    for s in range(len(STAGE_WIDTHS)):
+        cfg[f"stage{s + 1}.depth"] = int(d[s])
+        for b in range(int(d[s])):
+            i = s * _depth_limit(net) + b
+            cfg[f"stage{s + 1}.block{b + 1}.kernel"] = int(ks[i])
+            cfg[f"stage{s + 1}.block{b + 1}.expand"] = e[i]
+    if resolution is not None:
+        cfg["resolution"] = int(resolution)
+    return net.space.validate(cfg)
+
+
+def to_ofa(net: MobileNetV3Supernet, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Once-for-All's ``{"ks": [...], "e": [...], "d": [...]}`` (plus ``"r"`` with a resolution choice) of a
+    config; skipped block slots carry the smallest options, as Once-for-All ignores them."""
+    cfg = net.space.validate(cfg)
+    ks, e, d = [], [], []
+    for s in range(1, len(STAGE_WIDTHS) + 1):
+        d.append(cfg[f"stage{s}.depth"])
+        for b in range(1, _depth_limit(net) + 1):
+            ks.append(cfg.get(f"stage{s}.block{b}.kernel", net.space[f"stage{s}.block{b}.kernel"].options[0]))
+            e.append(cfg.get(f"stage{s}.block{b}.expand", net.space[f"stage{s}.block{b}.expand"].options[0]))
+    out: dict[str, Any] = {"ks": ks, "e": e, "d": d}
+    if "resolution" in cfg:
+        out["r"] = cfg["resolution"]
+    return out

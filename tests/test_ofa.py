@@ -1,0 +1,114 @@
+"""Once-for-All's own MobileNetV3 supernets (the ``ofa`` package, random weights) loaded into the ``mbv3``
+family: the largest, the smallest and 20 random sub-networks give Once-for-All's outputs within 1e-5, for
+w1.0 and w1.2, both through the elastic forward and the extracted static model. Only torchvision, which
+Once-for-All's data-loading modules import and which cannot be installed next to this torch, is stubbed."""
+from __future__ import annotations
+
+import random
+import sys
+import types
+
+import pytest
+import torch
+
+import supernas as sn
+from supernas.errors import CheckpointError, ConfigError
+from supernas.supernets.ofa import from_ofa, load_ofa_mbv3, to_ofa
+
+
+STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.datasets")
+
+
+def _import_ofa_networks():
+    """Once-for-All's network module, imported with torchvision stubbed; the stubs are removed afterwards so
+    no other test (or library probing for torchvision) sees them."""
+    added = [name for name in STUBS if name not in sys.modules]
+    for name in added:
+        sys.modules[name] = types.ModuleType(name)
+    if "torchvision.transforms" in added:
+        sys.modules["torchvision.transforms"].RandomResizedCrop = type("RandomResizedCrop", (), {})
+    try:
+        return pytest.importorskip("ofa.imagenet_classification.elastic_nn.networks")
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+
+
+networks = _import_ofa_networks()
+
+KS, E, D = [3, 5, 7], [3, 4, 6], [2, 3, 4]
+
+
+def ofa_supernet(width: float) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = networks.OFAMobileNetV3(n_classes=1000, dropout_rate=0, width_mult=width, ks_list=KS,
+                                  expand_ratio_list=E, depth_list=D)
+    for m in net.modules():  # trained-looking normalisation statistics, so a wrong mapping shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+@pytest.fixture(scope="module", params=[1.0, 1.2], ids=["w1.0", "w1.2"])
+def pair(request, tmp_path_factory):
+    ofa = ofa_supernet(request.param)
+    path = tmp_path_factory.mktemp("ofa") / f"ofa_mbv3_d234_e346_k357_w{request.param}"
+    torch.save({"state_dict": ofa.state_dict()}, path)  # Once-for-All's own file layout
+    return ofa, sn.create_supernet("mbv3", pretrained=str(path)), request.param, path
+
+
+def _lists(rng: random.Random, pick) -> tuple[list[int], list[int], list[int]]:
+    return [pick(KS) for _ in range(20)], [pick(E) for _ in range(20)], [pick(D) for _ in range(5)]
+
+
+def test_every_sub_network_gives_once_for_alls_outputs(pair):
+    ofa, net, width, _ = pair
+    assert net.arch["width_mult"] == width and net.arch["num_classes"] == 1000
+    rng = random.Random(0)
+    cases = [_lists(rng, max), _lists(rng, min)] + [_lists(rng, rng.choice) for _ in range(20)]
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+    for ks, e, d in cases:
+        ofa.set_active_subnet(ks=ks, e=e, d=d)
+        cfg = from_ofa(net, ks, e, d)
+        net.set_active(cfg)
+        with torch.no_grad():
+            want = ofa(x)
+            torch.testing.assert_close(net(x), want, atol=1e-5, rtol=0)
+            torch.testing.assert_close(net.extract(cfg).eval()(x), want, atol=1e-5, rtol=0)
+        back = to_ofa(net, cfg)
+        assert back["d"] == d and from_ofa(net, back["ks"], back["e"], back["d"]) == cfg
+    assert from_ofa(net, *_lists(rng, max)) == net.space.largest()
+
+
+def test_counts_match_once_for_alls_largest(pair):
+    ofa, net, _, _ = pair
+    ofa.set_active_subnet(ks=[7] * 20, e=[6] * 20, d=[4] * 5)
+    sub = net.extract(net.space.largest())
+    assert sum(p.numel() for p in sub.parameters()) == sum(p.numel() for p in ofa.get_active_subnet().parameters())
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_first_tensor(pair, tmp_path):
+    ofa, _, width, path = pair
+    state = {k: v.clone() for k, v in ofa.state_dict().items()}
+    state["blocks.3.conv.point_linear.conv.conv.weight"] = torch.zeros(1, 2, 1, 1)
+    bad = tmp_path / "bad.pth"
+    torch.save({"state_dict": state}, bad)
+    with pytest.raises(CheckpointError, match=r"blocks\.3\.conv\.point_linear\.conv\.conv\.weight is \(1, 2, 1, 1\)"):
+        load_ofa_mbv3(bad, width_mult=width)
+    state = {**ofa.state_dict(), "blocks.1.conv.extra.weight": torch.zeros(1)}
+    torch.save(state, bad)  # a bare state dict is read too; a tensor no rule knows is named
+    with pytest.raises(CheckpointError, match="blocks.1.conv.extra.weight"):
+        load_ofa_mbv3(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_ofa_mbv3(tmp_path / "missing.pth")
+    with pytest.raises(ConfigError, match="cannot load a pretrained"):
+        sn.create_supernet("resnet", pretrained=str(path))
+
+
+def test_once_for_all_lists_of_the_wrong_length_are_one_line(pair):
+    _, net, _, _ = pair
+    with pytest.raises(ConfigError, match="need 20 kernel sizes"):
+        from_ofa(net, [3] * 19, [3] * 20, [2] * 5)
