@@ -112,3 +112,21 @@ def test_once_for_all_lists_of_the_wrong_length_are_one_line(pair):
     _, net, _, _ = pair
     with pytest.raises(ConfigError, match="need 20 kernel sizes"):
         from_ofa(net, [3] * 19, [3] * 20, [2] * 5)
+
+
+def test_below_width_one_the_feature_mix_follows_the_chosen_rule(tmp_path):
+    ofa = ofa_supernet(0.75)
+    ours = {rule: sn.create_supernet("mbv3", width_mult=0.75, feature_mix_rule=rule) for rule in ("torchvision", "ofa")}
+    count = {rule: sum(p.numel() for p in n.parameters()) for rule, n in ours.items()}
+    assert count == {"torchvision": 5_409_664, "ofa": 4_859_264}
+    assert count["ofa"] == sum(p.numel() for p in ofa.parameters())
+    path = tmp_path / "w075.pth"
+    torch.save({"state_dict": ofa.state_dict()}, path)
+    net = load_ofa_mbv3(path)  # width found, Once-for-All's rule
+    assert net.arch["width_mult"] == 0.75 and net.feature_mix[0].out_channels == 960
+    x = torch.randn(1, 3, 64, 64)
+    for ks, e, d in ([7] * 20, [6] * 20, [4] * 5), ([3] * 20, [3] * 20, [2] * 5):
+        ofa.set_active_subnet(ks=ks, e=e, d=d)
+        net.set_active(from_ofa(net, ks, e, d))
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), ofa(x), atol=1e-5, rtol=0)

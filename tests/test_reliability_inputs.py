@@ -215,3 +215,14 @@ def test_search_options_reach_the_strategy(tmp_path, capsys):
     with Store(paths.results) as st:
         rows = st.records("search")
     assert len({r.key for r in rows if r.status == "ok"}) == 6
+
+
+def test_a_checkpoint_saved_before_an_argument_existed_describes_the_same_supernet(tmp_path):
+    """An ``arch`` without an argument a later version added (here mbv3's feature_mix_rule) describes the
+    supernet built with that argument's default."""
+    from supernas.train.checkpoint import with_defaults
+
+    net = tiny_mbv3()
+    old = {k: v for k, v in plain(net.arch).items() if k != "feature_mix_rule"}
+    assert plain(with_defaults(old)) == plain(net.arch)
+    assert with_defaults({"family": "nope"}) == {"family": "nope"}

@@ -6,7 +6,7 @@ MobileNetV3-Large has them. With the defaults the space holds (9^2+9^3+9^4)^5 ~ 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -130,13 +130,17 @@ class ElasticMBConv(nn.Module):
 class MobileNetV3Supernet(Supernet):
     """Once-for-All MobileNetV3 supernet. ``resolutions`` (optional) adds an input-resolution choice;
     ``stem_stride=1`` keeps more spatial resolution for small images (e.g. 32x32); ``last_channels``
-    replaces the 1280-wide feature-mix layer (which dominates the cost of networks for tiny inputs)."""
+    replaces the 1280-wide feature-mix layer (which dominates the cost of networks for tiny inputs).
+    ``feature_mix_rule``: below width 1.0 the feature-mix layer stays 1,280 wide by default (torchvision's
+    and timm's MobileNetV3 rule: the classifier keeps its capacity where the network is narrowest); ``ofa``
+    scales it with the width as Once-for-All does (at 0.75: 960 channels). At 1.0 and above both agree."""
 
     def __init__(self, num_classes: int = 1000, image_size: int = 224, in_channels: int = 3,
                  width_mult: float = 1.0, kernel_sizes: Sequence[int] = (3, 5, 7),
                  expand_ratios: Sequence[float] = (3, 4, 6), depths: Sequence[int] = (2, 3, 4),
                  resolutions: Sequence[int] | None = None, dropout: float = 0.1, stem_stride: int = 2,
-                 last_channels: int | None = None) -> None:
+                 last_channels: int | None = None,
+                 feature_mix_rule: Literal["torchvision", "ofa"] = "torchvision") -> None:
         super().__init__()
         if num_classes < 1 or image_size < 1 or in_channels < 1 or width_mult <= 0:
             raise ValueError("num_classes, image_size, in_channels and width_mult must be positive")
@@ -164,7 +168,8 @@ class MobileNetV3Supernet(Supernet):
             c = cout
         final = make_divisible(960 * width_mult)
         self.final_expand = conv_bn_act(c, final, 1, hswish=True)
-        last = last_channels or (make_divisible(1280 * width_mult) if width_mult > 1.0 else 1280)
+        scaled = width_mult > 1.0 or feature_mix_rule == "ofa"
+        last = last_channels or (make_divisible(1280 * width_mult) if scaled else 1280)
         self.feature_mix = nn.Sequential(nn.Conv2d(final, last, 1, bias=False), nn.Hardswish(inplace=True))
         self.classifier = nn.Linear(last, num_classes)
         if resolutions:

@@ -19,7 +19,7 @@ from ..space import Config
 from .base import create_supernet
 from .mbv3 import STAGE_WIDTHS, MobileNetV3Supernet
 
-WIDTHS = (1.0, 1.2)  # the published ones; others are tried after them
+WIDTHS = (1.0, 1.2)  # the published ones; others are tried after them (with Once-for-All's feature-mix rule)
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 _RULES = [  # Once-for-All name (regex) -> supernas name (blocks.<i> is filled in by _block_name)
     (rf"first_conv\.conv\.weight", "stem.0.weight"),
@@ -102,7 +102,7 @@ def load_ofa_mbv3(path: str | Path, width_mult: float | None = None, kernel_size
         raise CheckpointError(f"{path}: no classifier.linear.weight (not a Once-for-All MobileNetV3 checkpoint)")
     args = {"num_classes": int(state["classifier.linear.weight"].shape[0]), "kernel_sizes": tuple(kernel_sizes),
             "expand_ratios": tuple(expand_ratios), "depths": tuple(depths or range(2, max_depth + 1)),
-            "dropout": 0.0, **args}
+            "dropout": 0.0, "feature_mix_rule": "ofa", **args}
     widths = [width_mult] if width_mult is not None else [*WIDTHS, 0.75, 0.5, 1.5, 2.0]
     first_problem = None
     for w in widths:

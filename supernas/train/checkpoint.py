@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..supernets import Supernet, create_supernet
+from ..supernets import Supernet, create_supernet, supernet_arch
 
 FORMAT = "supernas-checkpoint"
 VERSION = 1
@@ -117,6 +117,16 @@ def structure_problem(state: dict[str, Any]) -> str | None:
         if key in state and not ok(state[key]):
             return f"its {key!r} entry is {type(state[key]).__name__}, not {what}"
     return None
+
+
+def with_defaults(arch: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``arch`` with the constructor defaults it was saved without (an argument added by a
+    later supernas) filled in, so it compares equal to the supernet it describes; as it is when it does not
+    describe one."""
+    try:
+        return supernet_arch(arch["family"], **{k: v for k, v in arch.items() if k != "family"})
+    except (ConfigError, KeyError, TypeError):
+        return arch
 
 
 def build_from_arch(arch: dict[str, Any]) -> Supernet:

@@ -19,7 +19,7 @@ from ..errors import CheckpointError
 from ..supernets import Supernet
 from . import distributed as D
 from .bn import zero_init_residual
-from .checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state, plain
+from .checkpoint import LAST, load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state, with_defaults
 from .config import TrainConfig, TrainingError
 from .evaluate import subnet_accuracy
 from .losses import student_loss
@@ -233,7 +233,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
     start = 0
     if resume and ckpt_dir is not None and (ckpt_dir / LAST).is_file():
         state = load_checkpoint(ckpt_dir / LAST, device)
-        if plain(state["arch"]) != plain(net.arch):
+        if plain(with_defaults(state["arch"])) != plain(net.arch):
             raise CheckpointError(f"{ckpt_dir / LAST} belongs to another supernet ({state['arch'].get('family')})")
         try:
             net.load_state_dict(state["model"])
