@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from supernas.errors import SupernasError
 from supernas.store import Store, repair_store, scan_store
-from supernas.train.checkpoint import load_supernet, plain, save_checkpoint
+from supernas.train.checkpoint import load_supernet, plain
 from test_reliability_inputs import tiny_mbv3
 
 FUZZ = settings(max_examples=500, deadline=None, derandomize=True,
@@ -70,7 +70,7 @@ def test_damaged_checkpoints_load_or_give_one_line(tmp_path):
     @FUZZ
     @given(state=damaged_states())
     def check(state):
-        save_checkpoint(path, state)
+        torch.save({"format": "supernas-checkpoint", "version": 1, **state}, path)  # as save_checkpoint, no fsync
         try:
             net = load_supernet(path)
         except Exception as e:  # noqa: BLE001 - the assertion is on what it is
@@ -78,13 +78,9 @@ def test_damaged_checkpoints_load_or_give_one_line(tmp_path):
             return
         # accepted: what loaded is a working supernet of the recorded family
         assert net.arch["family"] == state["arch"]["family"]
-        x = torch.zeros(1, net.arch.get("in_channels", 3), 8, 8)
-        try:
-            out = net(x)
-        except SupernasError as e:  # e.g. an image too small for the loaded arguments, named
-            one_line(e)
-            return
-        assert out.shape[0] == 1
+        with torch.no_grad():
+            out = net(net.example_input())  # it runs on its own input
+        assert out.shape == (1, net.arch["num_classes"])
 
     check()
 

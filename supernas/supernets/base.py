@@ -169,6 +169,9 @@ def family_class(name: str) -> type[Supernet]:
     return _FAMILIES[name]
 
 
+MAX_IMAGE_SIDE = 8192  # an input a supernet is measured on is allocated: bound its side
+
+
 def _short(v: Any) -> str:
     """``repr(v)`` on one line, at most 60 characters."""
     text = " ".join(repr(v).split())
@@ -194,12 +197,16 @@ def supernet_arch(name: str, **kwargs: Any) -> dict[str, Any]:
                 raise ConfigError(f"supernet {name!r}: {k} {what}, got {_short(v)}") from None
             if hints[k] is int and v < 0:  # sizes and counts (a family refuses its own zeros)
                 raise ConfigError(f"supernet {name!r}: {k} must be a non-negative integer, got {v!r}")
+            if isinstance(v, (list, tuple)) and not v:  # a list of choices with nothing to choose
+                raise ConfigError(f"supernet {name!r}: {k} must not be empty")
     for k, v in kwargs.items():  # value checks every family shares, also run when a run file is loaded
         values = v if isinstance(v, (list, tuple)) else [v]
         if any(isinstance(x, float) and not math.isfinite(x) for x in values):
             raise ConfigError(f"supernet {name!r}: {k} must be finite, got {v!r}")
         if k.endswith("dropout") and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1):
             raise ConfigError(f"supernet {name!r}: {k} must be a number in [0, 1), got {v!r}")
+        if k in ("image_size", "resolutions") and any(isinstance(x, int) and x > MAX_IMAGE_SIDE for x in values):
+            raise ConfigError(f"supernet {name!r}: {k} {_short(v)} exceeds {MAX_IMAGE_SIDE} pixels a side")
     bound = inspect.signature(cls.__init__).bind(None, **kwargs)
     bound.apply_defaults()
     return {"family": name, **{k: v for k, v in bound.arguments.items() if k != "self"}}
@@ -247,6 +254,6 @@ def supernet_weight_bytes(name: str, **kwargs: Any) -> int:
         with torch.device("meta"):
             probe = family_class(name)(**kwargs)
         return sum(t.numel() * t.element_size() for t in (*probe.parameters(), *probe.buffers()))
-    except (TypeError, ValueError, OverflowError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # noqa: BLE001 - whatever a constructor raises on its arguments, built on meta
+        first = " ".join(str(e).split())[:200] or type(e).__name__
         raise ConfigError(f"bad arguments for supernet {name!r}: {first}") from e
