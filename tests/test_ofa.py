@@ -105,7 +105,7 @@ def test_a_checkpoint_that_does_not_fit_names_the_first_tensor(pair, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_ofa_mbv3(tmp_path / "missing.pth")
     with pytest.raises(ConfigError, match="cannot load a pretrained"):
-        sn.create_supernet("resnet", pretrained=str(path))
+        sn.create_supernet("vit", pretrained=str(path))
 
 
 def test_once_for_all_lists_of_the_wrong_length_are_one_line(pair):

@@ -18,6 +18,7 @@ from ..errors import CheckpointError, ConfigError
 from ..space import Config
 from .base import create_supernet
 from .mbv3 import STAGE_WIDTHS, MobileNetV3Supernet
+from .pretrained import read_state_dict
 
 WIDTHS = (1.0, 1.2)  # the published ones; others are tried after them (with Once-for-All's feature-mix rule)
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -42,24 +43,6 @@ _RULES = [  # Once-for-All name (regex) -> supernas name (blocks.<i> is filled i
     (rf"classifier\.linear\.(weight|bias)", r"classifier.\1"),
 ]
 _COMPILED = [(re.compile(p + "$"), r) for p, r in _RULES]
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file (``{"state_dict": ...}`` as Once-for-All saves them, or a bare state
-    dict; a DataParallel ``module.`` prefix is dropped), read with ``weights_only=True``."""
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"pretrained checkpoint {p} does not exist")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - zip/pickle/EOF errors of a damaged or foreign file
-        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
-        raise CheckpointError(f"{p} holds no state dict of named tensors")
-    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def ofa_names(state: Mapping[str, torch.Tensor], max_depth: int) -> dict[str, str]:

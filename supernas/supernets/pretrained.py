@@ -1,0 +1,110 @@
+"""Ordinary (non-elastic) pretrained checkpoints made elastic: a torchvision-layout ResNet state dict becomes
+a ``resnet`` supernet whose largest sub-network is that network, its channels then re-ordered by importance
+so that smaller widths keep the most important ones (the BootstrapNAS / InstaTune idea; fine-tune it with
+the sandwich rule afterwards). Also the one checkpoint reader both this and the Once-for-All loader use.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..errors import CheckpointError, ConfigError
+from .base import Supernet, create_supernet
+
+RATIO_STEPS = (0.6, 0.8, 1.0)  # default expand choices: these fractions of the checkpoint's own ratio
+_BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_TORCHVISION = [
+    (rf"conv1\.weight", "stem_conv.weight"),
+    (rf"bn1\.{_BN}", r"stem_bn.\1"),
+    (rf"layer(\d)\.(\d+)\.conv(\d)\.weight", r"stages.{s}.blocks.\2.conv\3.weight"),
+    (rf"layer(\d)\.(\d+)\.bn(\d)\.{_BN}", r"stages.{s}.blocks.\2.bn\3.\4"),
+    (rf"layer(\d)\.(\d+)\.downsample\.0\.weight", r"stages.{s}.blocks.\2.down_conv.weight"),
+    (rf"layer(\d)\.(\d+)\.downsample\.1\.{_BN}", r"stages.{s}.blocks.\2.down_bn.\3"),
+    (rf"fc\.(weight|bias)", r"fc.\1"),
+]
+_COMPILED = [(re.compile(p + "$"), r) for p, r in _TORCHVISION]
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file (``{"state_dict": ...}``, ``{"model": ...}`` or a bare state dict; a
+    DataParallel ``module.`` prefix is dropped), read with ``weights_only=True``."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"pretrained checkpoint {p} does not exist")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - zip/pickle/EOF errors of a damaged or foreign file
+        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({type(e).__name__})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise CheckpointError(f"{p} holds no state dict of named tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def torchvision_resnet_names(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
+    """``{torchvision name: resnet supernet name}``; a name no rule knows is a CheckpointError."""
+    out = {}
+    for name in state:
+        for pattern, target in _COMPILED:
+            m = pattern.match(name)
+            if m is not None:
+                out[name] = m.expand(target.replace("{s}", str(int(m.group(1)) - 1)) if "{s}" in target else target)
+                break
+        else:
+            raise CheckpointError(f"tensor {name!r} is not part of a torchvision-layout ResNet")
+    return out
+
+
+def resnet_arch(state: Mapping[str, torch.Tensor], depth_deltas: Sequence[int] = (0, 1, 2),
+                width_mults: Sequence[float] = (0.65, 0.8, 1.0), expand_ratios: Sequence[float] | None = None,
+                **args: Any) -> dict[str, Any]:
+    """``resnet`` arguments whose largest sub-network has the checkpoint's layout: depths, block type, stem
+    and stage widths, expand ratio and classes read from the tensors."""
+    depths = [1 + max((int(m.group(1)) for k in state if (m := re.match(rf"layer{s}\.(\d+)\.", k))), default=-1)
+              for s in range(1, 5)]
+    if min(depths) < 1 or "conv1.weight" not in state or "fc.weight" not in state:
+        raise CheckpointError("not a torchvision-layout ResNet: it needs conv1, layer1..layer4 and fc")
+    block = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
+    last = "conv3" if block == "bottleneck" else "conv2"
+    widths = [int(state[f"layer{s}.0.{last}.weight"].shape[0]) for s in range(1, 5)]
+    ratio = state["layer1.0.conv1.weight"].shape[0] / widths[0]
+    deltas = tuple(sorted(int(d) for d in depth_deltas))
+    if min(depths) - deltas[-1] + deltas[0] < 1:
+        raise ConfigError(f"depth_deltas {deltas} would leave a stage of the checkpoint's depths {depths} without "
+                          f"a block")
+    ratios = tuple(expand_ratios) if expand_ratios else tuple(round(ratio * f, 4) for f in RATIO_STEPS)
+    if abs(max(ratios) - ratio) > 1e-6:
+        raise ConfigError(f"expand_ratios {ratios} must end at the checkpoint's ratio {ratio:g}")
+    return {"num_classes": int(state["fc.weight"].shape[0]), "in_channels": int(state["conv1.weight"].shape[1]),
+            "base_depths": tuple(d - deltas[-1] for d in depths), "depth_deltas": deltas,
+            "expand_ratios": ratios, "width_mults": tuple(width_mults), "block": block,
+            "stage_widths": tuple(widths), "stem_width": int(state["conv1.weight"].shape[0]), **args}
+
+
+def load_torchvision_resnet(path: str | Path, reorder: bool = True, **kwargs: Any) -> Supernet:
+    """A ``resnet`` supernet from a torchvision-layout ResNet checkpoint (ResNet-18/34/50/101/152 and
+    widened variants): its largest sub-network is the checkpoint's network; ``reorder`` sorts the inner
+    channels by importance (the function is kept). ``kwargs``: the space (``depth_deltas``, ``width_mults``,
+    ``expand_ratios``) and other ``resnet`` arguments."""
+    state = read_state_dict(path)
+    names = torchvision_resnet_names(state)
+    net = create_supernet("resnet", **resnet_arch(state, **kwargs))
+    expected = net.state_dict()
+    for name, tensor in state.items():
+        want = expected.get(names[name])
+        if want is None or tuple(want.shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{path}: {name} is {tuple(tensor.shape)}; the supernet's {names[name]} is "
+                                  f"{tuple(want.shape) if want is not None else 'missing'}")
+    missing = sorted(set(expected) - set(names.values()))
+    if missing:
+        raise CheckpointError(f"{path}: no tensor for the supernet's {missing[0]}")
+    net.load_state_dict({names[k]: v for k, v in state.items()}, strict=True)
+    if reorder:
+        net.reorder_channels()
+    return net.eval()
