@@ -21,6 +21,7 @@ from tokenizers import Tokenizer
 from ..errors import CheckpointError, ConfigError
 from .base import create_supernet
 from .bert import BertSupernet
+from .pretrained import NameMap
 
 # Hugging Face BertConfig fields that map one-to-one onto the ``bert`` family's arguments.
 HF_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -41,16 +42,14 @@ _RULES = [  # (Hugging Face name pattern, supernas name template)
     (r"pooler\.dense\.(.+)", r"pooler.\1"),
     (r"classifier\.(.+)", r"classifier.\1"),
 ]
+_NAMES = NameMap(_RULES)
 _IGNORED = re.compile(r"(.*position_ids|cls\..*)$")  # buffers and pre-training heads
 
 
 def hf_to_supernas_name(name: str) -> str | None:
     """The ``bert`` family's state-dict name for a Hugging Face BERT tensor name (None: not used)."""
     name = name.removeprefix("bert.").replace(".gamma", ".weight").replace(".beta", ".bias")
-    for pattern, template in _RULES:
-        if re.fullmatch(pattern, name):
-            return re.sub(pattern, template, name)
-    return None
+    return _NAMES(name)
 
 
 #: names of pretrained models shipped as offline Python packages: name -> (module, pip package)

@@ -18,7 +18,7 @@ from ..errors import CheckpointError, ConfigError
 from ..space import Config
 from .base import create_supernet
 from .mbv3 import STAGE_WIDTHS, MobileNetV3Supernet
-from .pretrained import read_state_dict
+from .pretrained import NameMap, read_state_dict
 
 WIDTHS = (1.0, 1.2)  # the published ones; others are tried after them (with Once-for-All's feature-mix rule)
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -42,25 +42,18 @@ _RULES = [  # Once-for-All name (regex) -> supernas name (blocks.<i> is filled i
     (rf"feature_mix_layer\.conv\.weight", "feature_mix.0.weight"),
     (rf"classifier\.linear\.(weight|bias)", r"classifier.\1"),
 ]
-_COMPILED = [(re.compile(p + "$"), r) for p, r in _RULES]
 
 
 def ofa_names(state: Mapping[str, torch.Tensor], max_depth: int) -> dict[str, str]:
     """``{Once-for-All name: supernas name}`` for every tensor; a name no rule knows is a CheckpointError."""
-    out = {}
-    for name in state:
-        for pattern, target in _COMPILED:
-            m = pattern.match(name)
-            if m is None:
-                continue
-            if "{block}" in target:
-                i = int(m.group(1))
-                target = target.replace("{block}", f"stages.{(i - 1) // max_depth}.blocks.{(i - 1) % max_depth}")
-            out[name] = m.expand(target)
-            break
-        else:
-            raise CheckpointError(f"tensor {name!r} is not part of a Once-for-All MobileNetV3 supernet")
-    return out
+    def block(template: str):
+        def target(m: re.Match) -> str:
+            i = int(m.group(1)) - 1
+            return m.expand(template).replace("{block}", f"stages.{i // max_depth}.blocks.{i % max_depth}")
+        return target
+
+    rules = NameMap([(p, block(t) if "{block}" in t else t) for p, t in _RULES])
+    return rules.all(state, "a Once-for-All MobileNetV3 supernet")
 
 
 def _max_depth(state: Mapping[str, torch.Tensor]) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -25,7 +25,38 @@ _TORCHVISION = [
     (rf"layer(\d)\.(\d+)\.downsample\.1\.{_BN}", r"stages.{s}.blocks.\2.down_bn.\3"),
     (rf"fc\.(weight|bias)", r"fc.\1"),
 ]
-_COMPILED = [(re.compile(p + "$"), r) for p, r in _TORCHVISION]
+
+
+class NameMap:
+    """Tensor names of a foreign checkpoint -> a family's: the first rule whose regex matches the whole name
+    gives the target, a template (``\\1`` groups) or a function of the match."""
+
+    def __init__(self, rules: Sequence[tuple[str, str | Callable[[re.Match], str]]]) -> None:
+        self.rules = [(re.compile(pattern), target) for pattern, target in rules]
+
+    def __call__(self, name: str) -> str | None:
+        for pattern, target in self.rules:
+            m = pattern.fullmatch(name)
+            if m is not None:
+                return target(m) if callable(target) else m.expand(target)
+        return None
+
+    def all(self, names: Iterable[str], what: str) -> dict[str, str]:
+        """``{name: target}`` for every name; one a rule does not know is a CheckpointError."""
+        out = {}
+        for name in names:
+            target = self(name)
+            if target is None:
+                raise CheckpointError(f"tensor {name!r} is not part of {what}")
+            out[name] = target
+        return out
+
+
+def _stage(template: str) -> Callable[[re.Match], str]:
+    return lambda m: m.expand(template).replace("{s}", str(int(m.group(1)) - 1))
+
+
+TORCHVISION_RESNET = NameMap([(p, _stage(t) if "{s}" in t else t) for p, t in _TORCHVISION])
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -45,20 +76,6 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                                               for k, v in state.items()):
         raise CheckpointError(f"{p} holds no state dict of named tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def torchvision_resnet_names(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
-    """``{torchvision name: resnet supernet name}``; a name no rule knows is a CheckpointError."""
-    out = {}
-    for name in state:
-        for pattern, target in _COMPILED:
-            m = pattern.match(name)
-            if m is not None:
-                out[name] = m.expand(target.replace("{s}", str(int(m.group(1)) - 1)) if "{s}" in target else target)
-                break
-        else:
-            raise CheckpointError(f"tensor {name!r} is not part of a torchvision-layout ResNet")
-    return out
 
 
 def resnet_arch(state: Mapping[str, torch.Tensor], depth_deltas: Sequence[int] = (0, 1, 2),
@@ -93,7 +110,7 @@ def load_torchvision_resnet(path: str | Path, reorder: bool = True, **kwargs: An
     channels by importance (the function is kept). ``kwargs``: the space (``depth_deltas``, ``width_mults``,
     ``expand_ratios``) and other ``resnet`` arguments."""
     state = read_state_dict(path)
-    names = torchvision_resnet_names(state)
+    names = TORCHVISION_RESNET.all(state, "a torchvision-layout ResNet")
     net = create_supernet("resnet", **resnet_arch(state, **kwargs))
     expected = net.state_dict()
     for name, tensor in state.items():
