@@ -240,7 +240,7 @@ def create_supernet(name: str, pretrained: str | None = None, **kwargs: Any) -> 
     if pretrained is not None:
         return family_class(name).from_pretrained(pretrained, **kwargs)
     arch = supernet_arch(name, **kwargs)
-    require_memory(name, supernet_weight_bytes(name, **kwargs))
+    require_memory(name, _meta_weight_bytes(name, kwargs))
     net = family_class(name)(**kwargs)
     net.arch = arch
     return net
@@ -250,6 +250,11 @@ def supernet_weight_bytes(name: str, **kwargs: Any) -> int:
     """Bytes of the weights and buffers ``create_supernet(name, **kwargs)`` would allocate, counted on a copy
     built on the ``meta`` device (nothing allocated); bad arguments are one ConfigError line."""
     supernet_arch(name, **kwargs)
+    return _meta_weight_bytes(name, kwargs)
+
+
+def _meta_weight_bytes(name: str, kwargs: Mapping[str, Any]) -> int:
+    """``supernet_weight_bytes`` for arguments ``supernet_arch`` has checked already."""
     try:
         with torch.device("meta"):
             probe = family_class(name)(**kwargs)

@@ -18,7 +18,7 @@ from ..errors import CheckpointError, ConfigError
 from ..space import Config
 from .base import create_supernet
 from .mbv3 import STAGE_WIDTHS, MobileNetV3Supernet
-from .pretrained import NameMap, read_state_dict
+from .pretrained import NameMap, read_state_dict, shape_problem
 
 WIDTHS = (1.0, 1.2)  # the published ones; others are tried after them (with Once-for-All's feature-mix rule)
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -95,19 +95,6 @@ def load_ofa_mbv3(path: str | Path, width_mult: float | None = None, kernel_size
         first_problem = first_problem or problem
     tried = f"width {width_mult:g}" if width_mult is not None else "widths " + ", ".join(f"{w:g}" for w in widths)
     raise CheckpointError(f"{path} does not fit the mbv3 family at {tried}: {first_problem}")
-
-
-def shape_problem(state: Mapping[str, torch.Tensor], names: Mapping[str, str],
-                  expected: Mapping[str, torch.Tensor]) -> str | None:
-    """The first tensor whose shape disagrees (or that one side lacks), None when all fit."""
-    for ofa_name, tensor in state.items():
-        want = expected.get(names[ofa_name])
-        if want is None:
-            return f"{ofa_name} has no place in this supernet"
-        if tuple(want.shape) != tuple(tensor.shape):
-            return f"{ofa_name} is {tuple(tensor.shape)}, the supernet's {names[ofa_name]} is {tuple(want.shape)}"
-    missing = sorted(set(expected) - set(names.values()))
-    return f"the checkpoint has no tensor for {missing[0]}" if missing else None
 
 
 # ------------------------------------------------------------------------ sub-network descriptions

@@ -78,6 +78,20 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def shape_problem(state: Mapping[str, torch.Tensor], names: Mapping[str, str],
+                  expected: Mapping[str, torch.Tensor]) -> str | None:
+    """The first tensor of ``state`` whose shape disagrees with its place (``names``) in the supernet's state
+    dict ``expected`` (or that has none), or the first supernet tensor it lacks; None when all fit."""
+    for name, tensor in state.items():
+        want = expected.get(names[name])
+        if want is None:
+            return f"{name} has no place in this supernet"
+        if tuple(want.shape) != tuple(tensor.shape):
+            return f"{name} is {tuple(tensor.shape)}, the supernet's {names[name]} is {tuple(want.shape)}"
+    missing = sorted(set(expected) - set(names.values()))
+    return f"the checkpoint has no tensor for {missing[0]}" if missing else None
+
+
 def resnet_arch(state: Mapping[str, torch.Tensor], depth_deltas: Sequence[int] = (0, 1, 2),
                 width_mults: Sequence[float] = (0.65, 0.8, 1.0), expand_ratios: Sequence[float] | None = None,
                 **args: Any) -> dict[str, Any]:
@@ -112,15 +126,9 @@ def load_torchvision_resnet(path: str | Path, reorder: bool = True, **kwargs: An
     state = read_state_dict(path)
     names = TORCHVISION_RESNET.all(state, "a torchvision-layout ResNet")
     net = create_supernet("resnet", **resnet_arch(state, **kwargs))
-    expected = net.state_dict()
-    for name, tensor in state.items():
-        want = expected.get(names[name])
-        if want is None or tuple(want.shape) != tuple(tensor.shape):
-            raise CheckpointError(f"{path}: {name} is {tuple(tensor.shape)}; the supernet's {names[name]} is "
-                                  f"{tuple(want.shape) if want is not None else 'missing'}")
-    missing = sorted(set(expected) - set(names.values()))
-    if missing:
-        raise CheckpointError(f"{path}: no tensor for the supernet's {missing[0]}")
+    problem = shape_problem(state, names, net.state_dict())
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     net.load_state_dict({names[k]: v for k, v in state.items()}, strict=True)
     if reorder:
         net.reorder_channels()
