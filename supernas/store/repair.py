@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import StoreError
-from .sqlite import DATABASE_ERRORS, FORMAT, STATUSES, VERSION, Store, decode_text, reason
+from .sqlite import (DATABASE_ERRORS, FORMAT, STATUSES, VERSION, Store, decode_text, json_mapping, reason,
+                     stored_value)
 
 MAGIC = b"SQLite format 3\x00"
 MAX_ROWID = 1 << 62
@@ -99,27 +100,15 @@ def _rows(conn: sqlite3.Connection, table: str, columns: str, scan: StoreScan, l
 
 
 def _number(v: Any) -> float | None:
-    if v is None or isinstance(v, (int, float)) and not isinstance(v, bool):
-        return None if v is None else float(v)
-    raise ValueError(v)
-
-
-def _meta_json(text: Any) -> str | None:
-    """The run metadata as JSON text, None when it is not a JSON mapping."""
-    try:
-        meta = json.loads(text)
-    except (TypeError, ValueError):
-        return None
-    return json.dumps(meta) if isinstance(meta, dict) else None
+    """``v`` as the store reads a number (NULL stays None); ValueError when it does not read as one."""
+    stored_value(v)
+    return None if v is None else float(v)
 
 
 def _evaluation(row: tuple) -> tuple | None:
     run, key, config, status, error, when, elapsed = row
-    try:
-        parsed = json.loads(config)
-    except (TypeError, ValueError):
-        return None
-    if not (isinstance(run, str) and run and isinstance(key, str) and key and isinstance(parsed, dict)
+    parsed = json_mapping(config)
+    if not (isinstance(run, str) and run and isinstance(key, str) and key and parsed is not None
             and status in STATUSES and (error is None or isinstance(error, str))):
         return None
     try:
@@ -183,10 +172,10 @@ def _collect(conn: sqlite3.Connection, scan: StoreScan, limit: int) -> None:
     for run, meta, created in _rows(conn, "runs", "run, meta, created", scan, limit):
         if isinstance(run, str) and run:
             ok = isinstance(created, (int, float)) and not isinstance(created, bool) and math.isfinite(created)
-            meta_json = _meta_json(meta)
-            if meta_json is None:
+            parsed = json_mapping(meta)
+            if parsed is None:
                 scan.fixes.append(f"metadata of run {run!r} (reset to empty)")
-            runs[run] = (run, meta_json or "{}", float(created) if ok else time.time())
+            runs[run] = (run, json.dumps(parsed or {}), float(created) if ok else time.time())
     kept: set[tuple[str, str]] = set()
     for row in _rows(conn, "evaluations", "run, key, config, status, error, time, elapsed_s", scan, limit):
         ev = _evaluation(row)

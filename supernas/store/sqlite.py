@@ -58,6 +58,8 @@ def reason(e: BaseException) -> str:
 
 def decode_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")  # damaged text reads as text (and then fails its own checks)
+
+
 REPAIR_HINT = "`supernas store repair {path}` copies every readable evaluation to a fresh store"
 
 
@@ -97,18 +99,23 @@ def _column(target: str, objective: str) -> str:
     return f"{objective}@{target}" if target else objective
 
 
-def _value(v: float | None) -> float:
+def stored_value(v: float | None) -> float:
     if isinstance(v, (str, bytes)):
         raise ValueError(f"a stored value is text ({v!r})")
     return float("nan") if v is None else float(v)
 
 
-def _meta(text: Any) -> dict[str, Any]:
+def json_mapping(text: Any) -> dict[str, Any] | None:
+    """A stored JSON mapping (a config, run metadata), None when the text is not one."""
     try:
-        meta = json.loads(text)
+        value = json.loads(text)
     except (TypeError, ValueError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _meta(text: Any) -> dict[str, Any]:
+    return json_mapping(text) or {}
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -312,7 +319,7 @@ class Store:
         """Every column measured for config ``key`` of ``run``; None when the config was never recorded."""
         if not self._read("SELECT 1 FROM evaluations WHERE run=? AND key=?", (run, key)):
             return None
-        return {_column(t, o): _value(v) for t, o, v in self._read(
+        return {_column(t, o): stored_value(v) for t, o, v in self._read(
             "SELECT target, objective, value FROM results WHERE run=? AND key=? ORDER BY rowid", (run, key))}
 
     def has(self, run: str, key: str, columns: Iterable[str] | None = None) -> bool:
@@ -333,16 +340,13 @@ class Store:
         for r, k, t, o, v in self._read(f"SELECT run, key, target, objective, value FROM results {where} "
                                         "ORDER BY rowid", args):
             try:
-                values.setdefault((r, k), {})[_column(t, o)] = _value(v)
+                values.setdefault((r, k), {})[_column(t, o)] = stored_value(v)
             except (TypeError, ValueError):
                 damaged.add((r, k))
         out = []
         for r, k, c, s, err, tm, el in evals:
-            try:
-                config = json.loads(c)
-            except (TypeError, ValueError):
-                config = None
-            if isinstance(config, dict) and (r, k) not in damaged and s in STATUSES:
+            config = json_mapping(c)
+            if config is not None and (r, k) not in damaged and s in STATUSES:
                 out.append(Record(r, k, config, values.get((r, k), {}), s, tm, el, err))
             else:
                 damaged.add((r, k))
