@@ -181,7 +181,6 @@ def print_picks(console: Console, cfg: RunConfig, picks: Sequence[dict[str, Any]
 @timed("report")
 def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None = None) -> Path:
     from .report import write_report
-    from .search import parse_constraints
 
     df = evaluations_frame(cfg, paths)
     hv = []
@@ -193,16 +192,16 @@ def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None 
                               f"(its evaluations are kept in the store)") from None
     if exports is None:
         exports = sorted(p for p in paths.root.iterdir() if p.suffix in (".onnx", ".pt2"))
+    facts = run_facts(cfg, paths.root)
     summary = {"run file": str(paths.config), "supernet": f"{cfg.supernet.family} {cfg.supernet.args}"
                + (f" from {cfg.supernet.pretrained}" if cfg.supernet.pretrained else ""),
                "data": cfg.data.dataset, "strategy": cfg.search.strategy,
-               **({"constraints": ", ".join(str(c) for c in parse_constraints(cfg.search.constraints))}
-                  if cfg.search.constraints else {})}
+               **({"constraints": facts["search"]["constraints"]} if "constraints" in facts["search"] else {})}
     for info in exported_picks(paths):
         values = ", ".join(f"{c} {fmt_number(v)}" for c, v in info["metrics"].items())
         test = f"; test accuracy {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
         summary[f"export {info['name']}"] = f"{info['pick']}: {values}{test}"
     return write_report(paths.root, df, cfg.search.objectives, hv_history=hv, exports=exports,
                         title=f"supernas report: {cfg.name}", summary=summary,
-                        constraints=cfg.search.constraints or None, facts=run_facts(cfg, paths.root),
+                        constraints=cfg.search.constraints or None, facts=facts,
                         training=training_history(paths.root))

@@ -15,6 +15,7 @@ from typing import Any, Callable, TypeVar
 from .config import RunConfig
 from .measure.machine import describe_machine, library_versions
 from .search import parse_constraints
+from .train.checkpoint import METRICS
 
 STEPS = "steps.jsonl"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,7 +81,7 @@ def _duration(seconds: float) -> str:
 
 def training_history(root: Path) -> list[dict[str, Any]]:
     """The training metrics log (one row per epoch: losses, learning rate, images/s, validation accuracy)."""
-    return _jsonl(Path(root) / "checkpoints" / "metrics.jsonl")
+    return _jsonl(Path(root) / "checkpoints" / METRICS)
 
 
 def run_facts(cfg: RunConfig, root: Path) -> dict[str, dict[str, str]]:

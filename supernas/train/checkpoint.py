@@ -20,6 +20,7 @@ from ..supernets import Supernet, create_supernet, supernet_arch
 FORMAT = "supernas-checkpoint"
 VERSION = 1
 LAST = "last.pt"
+METRICS = "metrics.jsonl"  # the per-epoch log written beside the checkpoints
 
 
 def plain(obj: Any) -> Any:

@@ -19,7 +19,7 @@ from ..errors import CheckpointError
 from ..supernets import Supernet
 from . import distributed as D
 from .bn import zero_init_residual
-from .checkpoint import LAST, load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state, with_defaults
+from .checkpoint import LAST, METRICS, load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state, with_defaults
 from .config import TrainConfig, TrainingError
 from .evaluate import subnet_accuracy
 from .losses import student_loss
@@ -251,7 +251,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
             raise CheckpointError(f"{ckpt_dir / LAST} cannot resume this training ({what}); start over with "
                                   f"fresh checkpoints") from None
         result.history, result.resumed_from = list(state.get("history", [])), start
-    log = _Log(Path(log_path) if log_path else (ckpt_dir / "metrics.jsonl" if ckpt_dir else None), info.is_main)
+    log = _Log(Path(log_path) if log_path else (ckpt_dir / METRICS if ckpt_dir else None), info.is_main)
     if result.resumed_from is not None:
         log.restart(result.history)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
