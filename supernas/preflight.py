@@ -3,8 +3,9 @@
 The run file's own validation (``supernas.config``) already checks keys, ranges, strategy options and
 constraints when it is loaded. Pre-flight adds what needs this machine: the supernet's weights fit in memory,
 the dataset's path and layout, every target's backend and cores, the Ray cluster's address (a TCP connection
-with a short timeout, then joined once from a child process) and the disk space the run will write. Every problem is found at once and reported as one line
-each (:class:`PreflightError`); the disk-space estimate is a warning only.
+with a short timeout, then joined once from a child process) and the disk space the run will write. Every
+problem is found at once and reported as one line each (:class:`PreflightError`); the disk-space estimate is
+a warning only.
 """
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .config import RunConfig
 from .errors import PreflightError, SupernasError
+from .measure.objectives import split_column
 from .measure.targets import unavailable_reason
 
 RAY_CONNECT_TIMEOUT_S = 5.0
@@ -27,47 +28,36 @@ RAY_PORTS = {"ray": 10001, "": 6379}  # Ray client (ray://) and GCS addresses
 STORE_BYTES_PER_EVALUATION = 2048
 
 
-@dataclass
-class Findings:
-    problems: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def check(self, fn: Callable[..., str | None | Iterable[str]], *args: Any) -> None:
-        """Run one check; a SupernasError it raises is a problem, as is every line it returns."""
-        try:
-            found = fn(*args)
-        except SupernasError as e:
-            found = str(e)
-        if isinstance(found, str):
-            found = [found]
-        self.problems += [line for line in (found or []) if line]
+def _problem(fn: Callable[..., str | None], *args: Any) -> str | None:
+    """Run one check: the line it returns, or the SupernasError it raises, is its problem."""
+    try:
+        return fn(*args)
+    except SupernasError as e:
+        return str(e)
 
 
 def preflight(cfg: RunConfig, root: Path | None = None, *, training: bool = True) -> list[str]:
     """Check ``cfg`` against this machine; raises :class:`PreflightError` listing every problem, returns the
     warnings (lines). ``training``: the command may train (the supernet's size and the disk are checked)."""
-    found = Findings()
+    problems: list[str | None] = []
     weights = None
     if training:
         try:
             weights = supernet_bytes(cfg)
         except SupernasError as e:
-            found.problems.append(f"supernet: {e}")
-    found.check(data_problem, cfg)
-    for name in used_targets(cfg):
-        found.check(unavailable_reason, cfg.targets[name])
-    found.check(ray_problem, cfg.search.workers, cfg.search.ray_address)
-    if training and weights is not None:
-        found.warnings += disk_warnings(cfg, Path(root or cfg.out), weights)
-    if found.problems:
-        raise PreflightError(found.problems)
-    return found.warnings
+            problems.append(f"supernet: {e}")
+    problems.append(_problem(data_problem, cfg))
+    problems += [_problem(unavailable_reason, cfg.targets[name]) for name in used_targets(cfg)]
+    problems.append(_problem(ray_problem, cfg.search.workers, cfg.search.ray_address))
+    if any(problems):
+        raise PreflightError([p for p in problems if p])
+    return disk_warnings(cfg, Path(root or cfg.out), weights) if weights is not None else []
 
 
 def used_targets(cfg: RunConfig) -> list[str]:
     """Targets named by an objective or a constraint (only those are measured)."""
     cols = [*cfg.search.objectives, *cfg.search.constraints]
-    return list(dict.fromkeys(t for c in cols if (t := c.partition("@")[2]) and t in cfg.targets))
+    return list(dict.fromkeys(t for c in cols if (t := split_column(c)[1]) and t in cfg.targets))
 
 
 def supernet_bytes(cfg: RunConfig) -> int:
@@ -100,7 +90,8 @@ def data_problem(cfg: RunConfig) -> None:
 
 def ray_problem(workers: int, address: str | None) -> str | None:
     """Ray must be installed for several workers, and a cluster address must answer within
-    ``RAY_CONNECT_TIMEOUT_S`` (a TCP connection to its port; ``auto``/``local`` are left to Ray)."""
+    ``RAY_CONNECT_TIMEOUT_S`` (a TCP connection to its port) and then be joined (:func:`ray_handshake`);
+    ``auto``/``local`` are left to Ray."""
     if workers <= 1 and not address:
         return None
     if importlib.util.find_spec("ray") is None:
