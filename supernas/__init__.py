@@ -11,16 +11,17 @@ from .errors import CheckpointError, ConfigError, DataError, StoreError, Superna
 
 __version__ = "0.1.0"
 _LAZY = {"count": "measure", "Choice": "space", "Config": "space", "SearchSpace": "space",
-         "Supernet": "supernets", "create_supernet": "supernets", "list_families": "supernets"}
+         "Supernet": "supernets", "create_supernet": "supernets", "list_families": "supernets",
+         "make_elastic": "supernets"}
 _SUBMODULES = ("data", "elastic", "measure", "space", "supernets", "train", "search", "predict", "report",
                "store", "export", "bench", "config", "pipeline")
 __all__ = ["CheckpointError", "Choice", "Config", "ConfigError", "DataError", "SearchSpace", "StoreError",
-           "Supernet", "SupernasError", "count", "create_supernet", "list_families"]
+           "Supernet", "SupernasError", "count", "create_supernet", "list_families", "make_elastic"]
 
 if TYPE_CHECKING:
     from .measure import count
     from .space import Choice, Config, SearchSpace
-    from .supernets import Supernet, create_supernet, list_families
+    from .supernets import Supernet, create_supernet, list_families, make_elastic
 
 
 def __getattr__(name: str) -> Any:

@@ -3,7 +3,8 @@ from .base import (Supernet, create_supernet, family_class, list_families, regis
                    supernet_weight_bytes)
 from . import mbv3, resnet  # noqa: F401  (registration)
 from . import bert, vit  # noqa: F401  (registration: transformer families)
+from .custom import CustomSupernet, make_elastic
 from .hf_bert import load_hf_bert, load_hf_tokenizer, resolve_pretrained
 
-__all__ = ["Supernet", "create_supernet", "family_class", "list_families", "load_hf_bert", "load_hf_tokenizer",
-           "register_family", "resolve_pretrained", "supernet_arch", "supernet_weight_bytes"]
+__all__ = ["CustomSupernet", "Supernet", "create_supernet", "family_class", "list_families", "load_hf_bert", "load_hf_tokenizer",
+           "make_elastic", "register_family", "resolve_pretrained", "supernet_arch", "supernet_weight_bytes"]

@@ -1,0 +1,205 @@
+"""make_elastic on users' own models: exact largest, exact extraction, counted MACs, check(), ONNX, errors."""
+from __future__ import annotations
+
+import copy
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import supernas as sn
+from supernas.errors import ConfigError
+from supernas.supernets.custom import CustomSupernet, WidthChoice
+from supernas.elastic.groups import Group
+from supernas.space import Choice, SearchSpace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+import own_model_net as own  # noqa: E402  (the user's file of examples/own_model.py)
+
+
+def _hf(kind: str) -> nn.Module:
+    transformers = pytest.importorskip("transformers")
+    del transformers
+    if kind == "hf-resnet":
+        from transformers.models.resnet import ResNetConfig, ResNetForImageClassification
+        return ResNetForImageClassification(ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[2, 2],
+                                                         layer_type="bottleneck", num_labels=10))
+    from transformers.models.convnext import ConvNextConfig, ConvNextForImageClassification
+    return ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[16, 32], depths=[2, 2], num_stages=2,
+                                                         num_labels=10))
+
+
+MODELS = {
+    "user-resnet": lambda: own.small_resnet(widths=(16, 32), depth=2),
+    "user-mobilenetv2": lambda: own.mobilenet_v2_style(stages=((16, 2, 1), (24, 2, 2))),
+    "hf-resnet": lambda: _hf("hf-resnet"),
+    "hf-convnext": lambda: _hf("hf-convnext"),
+}
+
+
+def _logits(out):
+    return out.logits if hasattr(out, "logits") else out
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def elastic(request):
+    torch.manual_seed(0)
+    model = MODELS[request.param]().eval()
+    original = copy.deepcopy(model)
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    return sn.make_elastic(model, x).eval(), original, x
+
+
+def test_largest_is_the_original_model(elastic):
+    net, original, x = elastic
+    with torch.no_grad():
+        want = _logits(original(x))
+        net.set_active(net.space.largest())
+        assert (net(x) - want).abs().max().item() <= 1e-5
+        assert (net.extract(net.space.largest())(x) - want).abs().max().item() <= 1e-5
+    assert len(net.space.choices) >= 4 and any(c.name.endswith(".depth") for c in net.space.choices)
+
+
+def test_extraction_equals_the_elastic_forward(elastic):
+    net, _, x = elastic
+    with torch.no_grad():
+        for cfg in net.space.sample_many(20, seed=1):
+            net.set_active(cfg)
+            sub = net.extract(cfg)
+            assert not any(type(m).__module__.startswith("supernas") for m in sub.modules())
+            assert (net(x) - sub(x)).abs().max().item() <= 1e-5, net.space.key(cfg)
+
+
+def test_macs_counted_on_the_extracted_network_and_monotone_in_every_width(elastic):
+    net, _, _ = elastic
+    largest = net.space.largest()
+    shape = net.input_shape(batch=1)
+    full = sn.count(net.extract(largest), shape)["macs"]
+    assert full == sn.count(copy.deepcopy(net.extract(largest)), shape)["macs"]
+    for c in net.space.choices:
+        macs = [sn.count(net.extract({**largest, c.name: o}), shape)["macs"] for o in c.options]
+        assert macs == sorted(macs) and macs[0] < macs[-1] == full, c.name
+
+
+def test_check_lists_groups_and_catches_a_choice_that_changes_nothing(elastic):
+    net, _, _ = elastic
+    found = net.check()
+    assert {d["choice"] for d in found} == set(net.space.names)
+    broken = copy.deepcopy(net)
+    broken.widths = [*broken.widths, WidthChoice("nothing.width", Group(-1, 8, ["nowhere"]))]
+    broken.space = SearchSpace([*broken.space.choices, Choice("nothing.width", (4, 8))])
+    with pytest.raises(ConfigError, match="nothing.width=4 does not change"):
+        broken.check()
+
+
+def test_onnx_export_verified_in_onnx_runtime(elastic, tmp_path):
+    net, _, _ = elastic
+    cfg = net.space.sample(seed=5)
+    result = sn.export.export(net, cfg, tmp_path, formats=["onnx"])
+    assert all(c.passed for c in result.checks) and (tmp_path / "model.onnx").exists()
+
+
+def test_pickled_supernet_computes_the_same_and_keeps_the_models_state_dict(elastic):
+    net, original, x = elastic
+    cfg = net.space.sample(seed=2)
+    net.set_active(cfg)
+    copy_ = pickle.loads(pickle.dumps(net)).eval()
+    with torch.no_grad():
+        assert copy_.active == net.active and torch.equal(copy_(x), net(x))
+    assert list(net.state_dict()) == [f"model.{k}" for k in original.state_dict()]
+
+
+def test_training_mode_matches_and_updates_the_models_batch_norm():
+    torch.manual_seed(0)
+    net = sn.make_elastic(own.small_resnet(widths=(8, 16), depth=2), torch.randn(2, 3, 16, 16))
+    cfg = net.space.smallest()
+    sub = net.extract(cfg).train()
+    net.train().set_active(cfg)
+    x = torch.randn(4, 3, 16, 16)
+    before = net.model.stem[1].running_mean.clone()
+    out = net(x)
+    assert (out - sub(x)).abs().max().item() <= 1e-5
+    assert not torch.equal(before, net.model.stem[1].running_mean)
+    out.sum().backward()
+    assert net.model.stem[0].weight.grad is not None
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.conv(x)
+        if h.mean() > 0:  # data-dependent: no single graph holds both
+            h = -h
+        return self.fc(h.mean((2, 3)))
+
+
+class Concat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 1), nn.Conv2d(3, 8, 1)
+        self.mix = nn.Conv2d(16, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.mix(torch.cat([self.a(x), self.b(x)], 1))).mean((2, 3)))
+
+
+class HardCoded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(self.conv(x), 1).view(-1, 16))
+
+
+def test_data_dependent_control_flow_is_one_line_naming_the_code():
+    with pytest.raises(ConfigError, match=r"branches on tensor values at test_custom_supernet.py:\d+ \(in forward\)"):
+        sn.make_elastic(Branchy(), torch.randn(2, 3, 8, 8))
+
+
+@pytest.mark.parametrize("model, node", [(Concat, "cat"), (HardCoded, "view")])
+def test_an_operator_it_cannot_slice_names_the_node_and_can_be_kept_fixed(model, node):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ConfigError, match=rf"node '{node}' at test_custom_supernet.py:\d+ .*fixed=\['{node}'\]"):
+        sn.make_elastic(model(), x)
+    net = sn.make_elastic(model(), x, fixed=[node])
+    net.check()
+    assert all(c.name.endswith(".width") for c in net.space.choices)
+
+
+def test_rules_set_the_ratios_and_depth():
+    net = sn.make_elastic(own.small_resnet(widths=(16, 32), depth=2), torch.randn(2, 3, 16, 16),
+                          rules={"conv": [0.25, 1.0], "skip": False, "divisor": 4})
+    assert all(c.options == (4, 16) or c.options == (8, 32) for c in net.space.choices)
+    with pytest.raises(ConfigError, match="unknown make_elastic rule 'ratio'"):
+        sn.make_elastic(own.small_resnet(), torch.randn(2, 3, 16, 16), rules={"ratio": [0.5]})
+
+
+def test_the_custom_family_builds_from_a_file_and_loads_the_users_weights(tmp_path):
+    torch.manual_seed(0)
+    plain = own.small_resnet(num_classes=5, in_channels=1, widths=(8, 16), depth=2)
+    torch.save(plain.state_dict(), tmp_path / "mine.pt")
+    spec = str(Path(own.__file__)) + ":small_resnet"
+    net = sn.create_supernet("custom", model=spec, args={"widths": [8, 16], "depth": 2}, weights=str(tmp_path / "mine.pt"),
+                             in_channels=1, image_size=8, num_classes=5).eval()
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert (net(x) - plain.eval()(x)).abs().max().item() <= 1e-5
+    assert net.arch["family"] == "custom" and net.arch["model"] == spec
+    with pytest.raises(ConfigError, match="cannot import custom model"):
+        sn.create_supernet("custom", model="no_such_module:net")
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="fc.weight is \\(3, 3\\)"):
+        sn.create_supernet("custom", model=spec, args={"widths": [8, 16], "depth": 2}, weights=str(tmp_path / "other.pt"),
+                           in_channels=1, image_size=8, num_classes=5)
