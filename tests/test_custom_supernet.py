@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 import sys
 from pathlib import Path
@@ -203,3 +204,37 @@ def test_the_custom_family_builds_from_a_file_and_loads_the_users_weights(tmp_pa
     with pytest.raises(ConfigError, match="fc.weight is \\(3, 3\\)"):
         sn.create_supernet("custom", model=spec, args={"widths": [8, 16], "depth": 2}, weights=str(tmp_path / "other.pt"),
                            in_channels=1, image_size=8, num_classes=5)
+
+
+def _run_file(tmp_path: Path, model: str) -> Path:
+    run = tmp_path / "own.yaml"
+    run.write_text(f"""
+name: own-model
+out: {tmp_path / 'run'}
+supernet:
+  family: custom
+  args: {{model: "{model}", args: {{widths: [8, 16], depth: 2}}}}
+data: {{dataset: digits}}
+train: {{epochs: 1, batch_size: 128}}
+search: {{objectives: [accuracy, macs], evaluations: 6}}
+export: {{picks: [knee], formats: [onnx]}}
+""")
+    return run
+
+
+def test_a_run_file_with_the_custom_family_trains_searches_exports_and_reports(tmp_path, capsys):
+    from cli_helpers import cli
+
+    code, err = cli(["run", "--config", _run_file(tmp_path, own.__file__ + ":small_resnet")], capsys)
+    assert code == 0, err
+    info = json.loads((tmp_path / "run" / "knee.json").read_text())
+    assert info["pick"] == "knee" and set(info["metrics"]) == {"accuracy", "macs"}
+    assert (tmp_path / "run" / "knee.onnx").exists() and (tmp_path / "run" / "report.html").exists()
+
+
+def test_a_custom_model_that_does_not_import_is_one_line_before_training(tmp_path, capsys):
+    from cli_helpers import assert_one_line, cli
+
+    code, err = cli(["run", "--config", _run_file(tmp_path, "examples/nowhere.py:net")], capsys)
+    assert_one_line(code, err, "cannot import custom model", "nowhere.py")
+    assert not (tmp_path / "run" / "checkpoints").exists()

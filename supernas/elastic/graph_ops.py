@@ -57,29 +57,50 @@ class _Hidden(nn.Module):
 
 
 class ElasticLeaf(_Hidden):
-    """A convolution, linear layer or normalisation of the user's model run at the active widths."""
+    """A convolution, linear layer or normalisation of the user's model run at the active widths (what can be
+    decided once is decided here: this runs once per layer per forward)."""
 
     def __init__(self, module: nn.Module, slots: dict[str, Dims], state: ChannelState, depthwise: bool) -> None:
-        super().__init__(module=module, slots=slots, state=state, depthwise=depthwise)
+        kind = ("conv" if isinstance(module, CONVS) else "linear" if isinstance(module, nn.Linear)
+                else "layer_norm" if isinstance(module, nn.LayerNorm) else "batch_norm")
+        conv = (F.conv1d, F.conv2d, F.conv3d)[CONVS.index(type(module))] if kind == "conv" else None
+        super().__init__(module=module, width=state.width, depthwise=depthwise, kind=kind, conv=conv,
+                         weight_dims=slots.get("weight", []), bias_dims=slots.get("bias", []),
+                         stat_dims=slots.get("running_mean", []))
+
+    def _sliced(self) -> tuple[Any, Any]:
+        """The narrowed weight and bias; without autograd, contiguous copies kept until the widths or the
+        weights change (a strided slice would slow the kernel down)."""
+        m, w = self.module, self.width
+        if torch.is_grad_enabled():
+            return (narrow(m.weight, self.weight_dims, w) if m.weight is not None else None,
+                    narrow(m.bias, self.bias_dims, w) if m.bias is not None else None)
+        key = (tuple(w.get(g, -1) for _, g in self.weight_dims + self.bias_dims), m.weight._version if m.weight
+               is not None else None, m.bias._version if m.bias is not None else None, m.weight.device
+               if m.weight is not None else None)
+        cached = self.__dict__.get("_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, narrow(m.weight, self.weight_dims, w).contiguous() if m.weight is not None else None,
+                      narrow(m.bias, self.bias_dims, w).contiguous() if m.bias is not None else None)
+            object.__setattr__(self, "_cache", cached)
+        return cached[1], cached[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m, w = self.module, self.state.width
-        p = {name: narrow(getattr(m, name), dims, w) if getattr(m, name) is not None else None
-             for name, dims in self.slots.items()}
-        weight, bias = p.get("weight", getattr(m, "weight", None)), p.get("bias", getattr(m, "bias", None))
-        if isinstance(m, CONVS):
-            conv = (F.conv1d, F.conv2d, F.conv3d)[CONVS.index(type(m))]
+        m, w = self.module, self.width
+        weight, bias = self._sliced()
+        if self.kind == "conv":
             groups = weight.shape[0] if self.depthwise else 1
             if m.padding_mode != "zeros":
                 x = F.pad(x, m._reversed_padding_repeated_twice, mode=m.padding_mode)
-                return conv(x, weight, bias, m.stride, 0, m.dilation, groups)
-            return conv(x, weight, bias, m.stride, m.padding, m.dilation, groups)
-        if isinstance(m, nn.Linear):
+                return self.conv(x, weight, bias, m.stride, 0, m.dilation, groups)
+            return self.conv(x, weight, bias, m.stride, m.padding, m.dilation, groups)
+        if self.kind == "linear":
             return F.linear(x, weight, bias)
-        if isinstance(m, nn.LayerNorm):
+        if self.kind == "layer_norm":
             return F.layer_norm(x, x.shape[-1:], weight, bias, m.eps)
-        return _batch_norm(m, x, weight, bias, p.get("running_mean", m.running_mean),
-                           p.get("running_var", m.running_var))
+        mean = narrow(m.running_mean, self.stat_dims, w) if m.running_mean is not None else None
+        var = narrow(m.running_var, self.stat_dims, w) if m.running_var is not None else None
+        return _batch_norm(m, x, weight, bias, mean, var)
 
 
 def _batch_norm(m: nn.Module, x: torch.Tensor, weight: Any, bias: Any, mean: Any, var: Any) -> torch.Tensor:

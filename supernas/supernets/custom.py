@@ -187,8 +187,10 @@ class CustomSupernet(Supernet):
     # ------------------------------------------------------------------------------ Supernet API
     def _apply_config(self, cfg: Config) -> None:
         state: ChannelState = self._state
-        state.width = {w.group.id: int(cfg[w.name]) for w in self.widths}
-        state.skip = {i for name, idx in self.stages for k, i in enumerate(idx) if k >= int(cfg[name])}
+        state.width.clear()  # in place: the elastic ops hold these containers
+        state.width.update({w.group.id: int(cfg[w.name]) for w in self.widths})
+        state.skip.clear()
+        state.skip.update(i for name, idx in self.stages for k, i in enumerate(idx) if k >= int(cfg[name]))
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self._active is None:
