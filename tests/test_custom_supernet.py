@@ -22,23 +22,38 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import own_model_net as own  # noqa: E402  (the user's file of examples/own_model.py)
 
 
-def _hf(kind: str) -> nn.Module:
-    transformers = pytest.importorskip("transformers")
-    del transformers
+IMAGES = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+TOKENS = torch.randint(0, 100, (3, 12), generator=torch.Generator().manual_seed(0))
+
+
+def _hf(kind: str) -> tuple[nn.Module, torch.Tensor]:
+    pytest.importorskip("transformers")
     if kind == "hf-resnet":
         from transformers.models.resnet import ResNetConfig, ResNetForImageClassification
         return ResNetForImageClassification(ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[2, 2],
-                                                         layer_type="bottleneck", num_labels=10))
-    from transformers.models.convnext import ConvNextConfig, ConvNextForImageClassification
-    return ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[16, 32], depths=[2, 2], num_stages=2,
-                                                         num_labels=10))
+                                                         layer_type="bottleneck", num_labels=10)), IMAGES
+    if kind == "hf-convnext":
+        from transformers.models.convnext import ConvNextConfig, ConvNextForImageClassification
+        return ConvNextForImageClassification(ConvNextConfig(hidden_sizes=[16, 32], depths=[2, 2], num_stages=2,
+                                                             num_labels=10)), IMAGES
+    if kind == "hf-vit":
+        from transformers.models.vit import ViTConfig, ViTForImageClassification
+        return ViTForImageClassification(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                                   intermediate_size=64, image_size=32, patch_size=8,
+                                                   num_labels=10)), IMAGES
+    from transformers.models.llama import LlamaConfig, LlamaForCausalLM
+    return LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                        num_key_value_heads=4, intermediate_size=64, vocab_size=100,
+                                        bos_token_id=0, eos_token_id=0, pad_token_id=0)), TOKENS
 
 
 MODELS = {
-    "user-resnet": lambda: own.small_resnet(widths=(16, 32), depth=2),
-    "user-mobilenetv2": lambda: own.mobilenet_v2_style(stages=((16, 2, 1), (24, 2, 2))),
+    "user-resnet": lambda: (own.small_resnet(widths=(16, 32), depth=2), IMAGES),
+    "user-mobilenetv2": lambda: (own.mobilenet_v2_style(stages=((16, 2, 1), (24, 2, 2))), IMAGES),
     "hf-resnet": lambda: _hf("hf-resnet"),
     "hf-convnext": lambda: _hf("hf-convnext"),
+    "hf-vit": lambda: _hf("hf-vit"),
+    "hf-llama": lambda: _hf("hf-llama"),
 }
 
 
@@ -49,9 +64,9 @@ def _logits(out):
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def elastic(request):
     torch.manual_seed(0)
-    model = MODELS[request.param]().eval()
+    model, x = MODELS[request.param]()
+    model.eval()
     original = copy.deepcopy(model)
-    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     return sn.make_elastic(model, x).eval(), original, x
 
 
@@ -78,11 +93,11 @@ def test_extraction_equals_the_elastic_forward(elastic):
 def test_macs_counted_on_the_extracted_network_and_monotone_in_every_width(elastic):
     net, _, _ = elastic
     largest = net.space.largest()
-    shape = net.input_shape(batch=1)
-    full = sn.count(net.extract(largest), shape)["macs"]
-    assert full == sn.count(copy.deepcopy(net.extract(largest)), shape)["macs"]
+    x = net.example_input(batch=1)
+    full = sn.count(net.extract(largest), example=x)["macs"]
+    assert full == sn.count(copy.deepcopy(net.extract(largest)), example=x)["macs"] > 0
     for c in net.space.choices:
-        macs = [sn.count(net.extract({**largest, c.name: o}), shape)["macs"] for o in c.options]
+        macs = [sn.count(net.extract({**largest, c.name: o}), example=x)["macs"] for o in c.options]
         assert macs == sorted(macs) and macs[0] < macs[-1] == full, c.name
 
 

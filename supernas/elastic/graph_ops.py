@@ -130,14 +130,14 @@ class SkipBlock(_Hidden):
     def __init__(self, body: fx.GraphModule, index: int, state: ChannelState) -> None:
         super().__init__(body=body, index=index, state=state)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.index in self.state.skip else self.body(x)
+    def forward(self, x: torch.Tensor, *inputs: Any) -> torch.Tensor:
+        return x if self.index in self.state.skip else self.body(x, *inputs)
 
 
 def _slots_by_owner(analysis: GraphAnalysis) -> dict[str, dict[str, Dims]]:
     out: dict[str, dict[str, Dims]] = {}
     for s in analysis.slots:
-        if analysis.groups[s.group].searchable:
+        if analysis.groups[s.group].sliced:
             out.setdefault(s.owner, {}).setdefault(s.name, []).append((s.dim, s.group))
     return out
 
@@ -192,16 +192,20 @@ def elastic_program(gm: fx.GraphModule, analysis: GraphAnalysis, state: ChannelS
         if i is None:
             env[node] = emitter.emit(graph, node, env)
         elif node.name == analysis.blocks[i].exit:
-            body = _block_body(emitter, nodes, analysis.blocks[i].entry, analysis.blocks[i].nodes)
+            block = analysis.blocks[i]
+            body = _block_body(emitter, nodes, block.entry, block.nodes, block.inputs)
             name = f"_block{i}"
             emitter.modules[name] = SkipBlock(body, i, state)
-            env[node] = graph.call_module(name, (env[nodes[analysis.blocks[i].entry]],))
+            env[node] = graph.call_module(name, (env[nodes[block.entry]], *(env[nodes[n]] for n in block.inputs)))
     return fx.GraphModule(emitter.modules, graph, class_name="ElasticProgram")
 
 
-def _block_body(emitter: _Emitter, nodes: dict[str, fx.Node], entry: str, names: list[str]) -> fx.GraphModule:
+def _block_body(emitter: _Emitter, nodes: dict[str, fx.Node], entry: str, names: list[str],
+                inputs: list[str]) -> fx.GraphModule:
     graph = fx.Graph()
     env = {nodes[entry]: graph.placeholder("x")}
+    for k, name in enumerate(inputs):
+        env[nodes[name]] = graph.placeholder(f"input{k}")
     before = dict(emitter.modules)
     for name in names:
         node = nodes[name]

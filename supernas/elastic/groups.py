@@ -39,7 +39,7 @@ UNARY_FUNCTIONS = {torch.relu, F.relu, F.relu6, F.gelu, F.silu, F.hardswish, F.h
                    torch.clamp, F.softmax, F.log_softmax, torch.softmax}
 UNARY_METHODS = {"relu", "sigmoid", "tanh", "exp", "sqrt", "rsqrt", "abs", "neg", "erf", "clamp", "contiguous",
                  "clone", "detach", "float", "half", "double", "to", "type", "type_as", "softmax", "relu_",
-                 "sigmoid_", "clamp_", "log_softmax"}
+                 "sigmoid_", "clamp_", "log_softmax", "cos", "sin", "pow", "square"}
 BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.imul,
                     operator.isub, operator.itruediv, operator.pow, torch.add, torch.sub, torch.mul, torch.div,
                     torch.pow, torch.maximum, torch.minimum, torch.where}
@@ -50,6 +50,7 @@ REDUCTIONS = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "ama
 SPATIAL_FUNCTIONS = {F.adaptive_avg_pool2d, F.adaptive_avg_pool1d, F.avg_pool2d, F.max_pool2d, F.interpolate,
                      F.adaptive_max_pool2d}
 NON_TENSOR_METHODS = {"size", "dim", "numel"}
+MATMULS = {torch.matmul, operator.matmul, torch.bmm, "matmul", "bmm"}
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,17 @@ class Group:
     producers: list[str] = field(default_factory=list)
     fixed_by: list[str] = field(default_factory=list)
     kind: str = "conv"
+    derived: tuple[int, int] | None = None  # (heads group, head size): this group's width is their product
+
+    @property
+    def sliced(self) -> bool:
+        """Whether its tensors shrink (with a choice of its own, or derived from a heads group)."""
+        return bool(self.producers) and not self.fixed_by
 
     @property
     def searchable(self) -> bool:
-        return bool(self.producers) and not self.fixed_by
+        """Whether it has a width choice of its own."""
+        return self.sliced and self.derived is None
 
 
 @dataclass
@@ -86,6 +94,7 @@ class Block:
     exit: str
     nodes: list[str]
     stage: int = 0
+    inputs: list[str] = field(default_factory=list)  # tensors from before the block that its region reads
 
 
 @dataclass
@@ -112,6 +121,7 @@ class GraphAnalysis:
         self.barriers: list[Barrier] = []
         self.layer_norm_nodes: list[fx.Node] = []  # F.layer_norm calls whose normalized_shape follows a group
         self.depthwise: set[str] = set()  # conv paths whose groups follow their channels
+        self.derived: list[tuple[int, int, int]] = []  # (group, heads group, head size): width = heads x size
         for node in gm.graph.nodes:
             self._visit(node)
         self.groups = self._finish()
@@ -282,6 +292,14 @@ class GraphAnalysis:
             self._getitem(node, x)
         elif t is F.layer_norm:
             self._layer_norm(node, x)
+        elif t is torch.cat:
+            self._cat(node)
+        elif t in ("expand", torch.Tensor.expand):
+            self._expand(node, x)
+        elif t in MATMULS:
+            self._matmul(node)
+        elif t is F.scaled_dot_product_attention:
+            self._attention(node)
         else:
             self._opaque(node, f"{node.op} {getattr(t, '__name__', t)}")
 
@@ -310,22 +328,108 @@ class GraphAnalysis:
     def _flatten(self, node: fx.Node, x: list[int | None], start: int, end: int) -> None:
         start, end = start % len(x), end % len(x)
         merged = [g for g in x[start:end + 1] if g is not None]
-        if len(merged) > 1:
-            return self._opaque(node, "flatten of channels with other dimensions")
+        if len(merged) > 1:  # spatial dims into one: fine; channels with anything: refused if they shrink
+            self.barriers.append(Barrier(node, set(merged), "flatten of channels with other dimensions"))
+            size = node.meta["value"].shape[start]
+            merged = [self._new(size, fixed=f"flattened at {node.name}")]
         self.dims[node] = x[:start] + [merged[0] if merged else None] + x[end + 1:]
 
     def _reshape(self, node: fx.Node, x: list[int | None]) -> None:
+        """1:1 dims keep their group; a dim split into (heads, head size) makes its group *derived* from a new
+        heads group (width = heads x head size, the head size fixed), and such a pair merged back makes a new
+        derived group (attention's split and merge of heads); any other regrouping is opaque."""
         src, dst = node.args[0].meta["value"].shape, node.meta["value"].shape  # type: ignore[union-attr]
-        kept_in = [(g, s) for g, s in zip(x, src) if s > 1]
-        kept_out = [s for s in dst if s > 1]
-        if [s for _, s in kept_in] != kept_out:
-            return self._opaque(node, f"reshape {tuple(src)} -> {tuple(dst)}")
-        literals = [a for a in _flat(node.args[1:]) if isinstance(a, int) and a > 1]
-        for g, s in kept_in:
-            if g is not None and s in literals:  # a hard-coded channel count would not follow a smaller width
+        ins = [(g, s) for g, s in zip(x, src) if s > 1]
+        outs = [s for s in dst if s > 1]
+        mapped: list[int | None] = []
+        i = j = 0
+        while i < len(ins) and j < len(outs):
+            a, b = [ins[i]], [outs[j]]
+            pa, pb = ins[i][1], outs[j]
+            while pa != pb:
+                if pa < pb and i + len(a) < len(ins):
+                    a.append(ins[i + len(a)])
+                    pa *= a[-1][1]
+                elif pb < pa and j + len(b) < len(outs):
+                    b.append(outs[j + len(b)])
+                    pb *= b[-1]
+                else:
+                    return self._opaque(node, f"reshape {tuple(src)} -> {tuple(dst)}")
+            if len(a) == 1 and len(b) == 1:
+                mapped.append(a[0][0])
+            elif len(a) == 1:  # split: (heads, head size, ...)
+                heads = self._new(b[0], kind="heads")
+                mapped += [heads] + [self._new(s, fixed=f"head size at {node.name}") for s in b[1:]]
+                if a[0][0] is not None:
+                    self.derived.append((a[0][0], heads, pb // b[0]))
+            elif len(b) == 1:  # merge: heads x head size
+                merged = self._new(b[0])
+                for g, _ in a[1:]:
+                    self._fix(g, f"merged into one dimension at {node.name}")
+                if a[0][0] is not None:
+                    self.derived.append((merged, a[0][0], pb // a[0][1]))
+                mapped.append(merged)
+            else:
+                return self._opaque(node, f"reshape {tuple(src)} -> {tuple(dst)}")
+            i, j = i + len(a), j + len(b)
+        literals = [v for v in _flat(node.args[1:]) if isinstance(v, int) and v > 1]
+        for g, s in ins:
+            if g is not None and s in literals and g in mapped:  # a hard-coded size would not follow a width
                 self.barriers.append(Barrier(node, {g}, f"reshape to a fixed size {s}"))
-        it = iter(g for g, _ in kept_in)
+        it = iter(mapped)
         self.dims[node] = [next(it) if s > 1 else None for s in dst]
+
+    def _cat(self, node: fx.Node) -> None:
+        parts = [a for a in node.args[0] if isinstance(a, fx.Node)]  # type: ignore[union-attr]
+        out = node.meta["value"]
+        d = int(node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % out.dim()
+        dims: list[int | None] = [None] * out.dim()
+        for a in parts:
+            for k, g in enumerate(self.dims.get(a) or []):
+                if k == d:
+                    if g is not None:
+                        self.barriers.append(Barrier(node, {g}, "concatenation along channels"))
+                elif a.meta["value"].shape[k] > 1:
+                    dims[k] = self._union(dims[k], g)
+        self.dims[node] = [g if g is not None or s == 1 else self._new(s, fixed=f"output of {node.name}")
+                           for g, s in zip(dims, out.shape)]
+
+    def _expand(self, node: fx.Node, x: list[int | None]) -> None:
+        src, out = node.args[0].meta["value"].shape, node.meta["value"].shape  # type: ignore[union-attr]
+        dims: list[int | None] = []
+        for k, s in enumerate(out):
+            j = k - (len(out) - len(src))
+            same = j >= 0 and src[j] == s
+            dims.append(x[j] if same else self._new(s, fixed=f"expanded at {node.name}") if s > 1 else None)
+        self.dims[node] = dims
+
+    def _matmul(self, node: fx.Node) -> None:
+        a, b = node.args[0], node.args[1]
+        da, db = self.dims.get(a), self.dims.get(b)
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node) and da and db and len(da) >= 2 and len(db) >= 2):
+            return self._opaque(node, "matmul of vectors")
+        self._union(da[-1], db[-2])
+        if b.op == "get_attr" and db[-1] is not None:  # a weight: the product's columns are produced here
+            self._info[self.find(db[-1])].producers.append(str(b.target))
+        out = node.meta["value"]
+        batch = [None] * (out.dim() - 2)
+        for dd, t in ((da, a), (db, b)):
+            shape = t.meta["value"].shape
+            for k in range(3, len(shape) + 1):
+                if shape[-k] > 1:
+                    batch[-k + 2] = self._union(batch[-k + 2], dd[-k])
+        self.dims[node] = batch + [da[-2], db[-1]]
+
+    def _attention(self, node: fx.Node) -> None:
+        names = ("query", "key", "value")
+        q, k, v = (node.args[i] if len(node.args) > i else node.kwargs.get(n) for i, n in enumerate(names))
+        dq, dk, dv = (self.dims.get(t) for t in (q, k, v))
+        if not (dq and dk and dv) or len(dq) != 4:
+            return self._opaque(node, "attention over inputs that are not (batch, heads, length, size)")
+        self._union(self._union(dq[-3], dk[-3]), dv[-3])  # heads
+        self._union(dq[-1], dk[-1])  # the size queries and keys are compared in
+        self._union(dk[-2], dv[-2])
+        self.dims[node] = dq[:-1] + dv[-1:]
 
     def _getitem(self, node: fx.Node, x: list[int | None]) -> None:
         index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
@@ -365,9 +469,24 @@ class GraphAnalysis:
 
     # ------------------------------------------------------------------------------ results
     def _finish(self) -> dict[int, Group]:
+        derived = [(self.find(g), self.find(h), n) for g, h, n in self.derived]
+        changed = True
+        while changed:  # a derived group and its heads shrink together or not at all
+            changed = False
+            for g, h, _ in derived:
+                for a, b in ((g, h), (h, g)):
+                    if self._info[a].fixed_by and not self._info[b].fixed_by:
+                        self._fix(b, f"derived from a fixed group ({self._info[a].fixed_by[0]})")
+                        changed = True
+        for g, h, n in derived:
+            self._info[h].producers += [p for p in self._info[g].producers if p not in self._info[h].producers]
+            self._info[h].kind = "heads"
+        for g, h, n in derived:  # a merge of heads (read by the output projection) shrinks with them too
+            self._info[g].producers = list(self._info[h].producers)
+            self._info[g].derived = (h, n)
         for b in self.barriers:
             roots = {self.find(g) for g in b.groups}
-            if any(self._info[r].searchable for r in roots):
+            if any(self._info[r].sliced for r in roots):
                 if self._fixed_by_user(b.node):
                     for r in roots:
                         self._fix(r, f"fixed at {b.node.name}")
@@ -421,9 +540,10 @@ def find_blocks(gm: fx.GraphModule, analysis: GraphAnalysis) -> list[Block]:
         for short, long in ((p, q), (q, p)):
             region = _region(gm, analysis, a, short, long)
             if region is not None and not (set(region[1]) & taken):
-                entry, nodes = region
+                entry, nodes, extras = region
                 taken |= set(nodes)
-                blocks.append(Block(entry.name, a.name, [n.name for n in sorted(nodes, key=order.get)]))
+                blocks.append(Block(entry.name, a.name, [n.name for n in sorted(nodes, key=order.get)],
+                                    inputs=[n.name for n in sorted(extras, key=order.get)]))
                 break
     by_name = {n.name: n for n in gm.graph.nodes}
     stage = -1
@@ -435,31 +555,48 @@ def find_blocks(gm: fx.GraphModule, analysis: GraphAnalysis) -> list[Block]:
 
 
 def _region(gm: fx.GraphModule, analysis: GraphAnalysis, exit_: fx.Node, short: fx.Node,
-            long: fx.Node) -> tuple[fx.Node, list[fx.Node]] | None:
+            long: fx.Node) -> tuple[fx.Node, list[fx.Node], list[fx.Node]] | None:
+    """(entry, region nodes, other inputs) when ``exit_ = short + long`` skips a region computed from ``short``'s
+    alias root: the region is what lies between the entry and ``long``, used nowhere else; it may also read
+    tensors computed before it (attention masks, rotary tables), which become extra inputs of the block."""
     entry, chain = _alias_root(short, gm)
     value = exit_.meta.get("value")
     if not isinstance(value, torch.Tensor) or not isinstance(entry.meta.get("value"), torch.Tensor):
         return None
     if tuple(entry.meta["value"].shape) != tuple(value.shape):
         return None
-    ancestors, todo = set(), [long]
+    below, todo = set(), [u for u in entry.users if not _reads_metadata(u)]  # masks made from its shape: outside
     while todo:
         n = todo.pop()
-        if n in ancestors or n is entry:
+        if n in below:
             continue
-        ancestors.add(n)
+        below.add(n)
+        todo.extend(n.users)
+    if long not in below:
+        return None
+    body, todo = set(), [long]
+    while todo:
+        n = todo.pop()
+        if n in body or n is entry or n not in below:
+            continue
+        body.add(n)
         todo.extend(n.all_input_nodes)
-    body = {n for n in ancestors if n.op != "get_attr"}
-    if not any(n.op == "call_module" for n in body) or any(n.op == "placeholder" for n in body):
+    if not any(n.op == "call_module" for n in body):
         return None
     nodes = body | set(chain) | {exit_}
     inside = nodes | {entry}
+    extras: list[fx.Node] = []
     for n in body | set(chain):
         if any(u not in nodes for u in n.users):
             return None
-        if any(i not in inside and i.op != "get_attr" for i in n.all_input_nodes):
-            return None
-    return entry, list(nodes)
+        extras += [i for i in n.all_input_nodes if i not in inside and i.op != "get_attr" and i not in extras]
+    return entry, list(nodes), extras
+
+
+def _reads_metadata(node: fx.Node) -> bool:
+    """``x.shape``, ``x.size()``, ``x.dtype``, ``x.device``: a use of a tensor that is not its values."""
+    return (node.op == "call_method" and node.target in ("size", "dim")) or (
+        node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "dtype", "device", "ndim"))
 
 
 def _chained(prev_exit: fx.Node, entry: fx.Node, gm: fx.GraphModule) -> bool:

@@ -187,6 +187,10 @@ def trace_model(model: nn.Module, example_inputs: Sequence[Any]) -> fx.GraphModu
         raise ConfigError(f"cannot trace {type(model).__name__}{at}: {first}") from e
     finally:
         fx.Proxy.__len__ = length  # type: ignore[method-assign]
+    for node in reversed(list(graph.nodes)):  # shape checks whose branch was taken at trace time
+        if node.op in ("call_function", "call_method") and not node.users and \
+                not isinstance(node.meta.get("value"), torch.Tensor):
+            graph.erase_node(node)
     gm = fx.GraphModule(root, graph, class_name=f"Traced{type(model).__name__}")
     gm.model = model  # the user's own module (GraphModule made a skeleton of it): weights and buffers read live
     return gm

@@ -33,7 +33,8 @@ from ..space import Choice, Config, SearchSpace
 from .base import Supernet, register_family
 from .pretrained import read_state_dict, shape_problem
 
-DEFAULT_RULES: dict[str, Any] = {"conv": [0.5, 0.75, 1.0], "linear": [0.5, 0.75, 1.0], "skip": True,
+DEFAULT_RULES: dict[str, Any] = {"conv": [0.5, 0.75, 1.0], "linear": [0.5, 0.75, 1.0], "heads": [0.5, 0.75, 1.0],
+                                 "skip": True,
                                  "min_blocks": 0, "divisor": 1}
 
 
@@ -49,7 +50,7 @@ def _rules(rules: Mapping[str, Any] | None) -> dict[str, Any]:
         if k not in DEFAULT_RULES:
             raise ConfigError(f"unknown make_elastic rule {k!r}; known: {', '.join(DEFAULT_RULES)}")
         out[k] = v
-    for kind in ("conv", "linear"):
+    for kind in ("conv", "linear", "heads"):
         ratios = out[kind]
         if not isinstance(ratios, (list, tuple)) or not ratios or not all(
                 isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r <= 1 for r in ratios):
@@ -66,6 +67,16 @@ def _options(size: int, ratios: Sequence[float], divisor: int) -> tuple[int, ...
 
 def _strip(path: str) -> str:
     return path.removeprefix("model.")
+
+
+def _common_prefix(paths: Sequence[str]) -> str:
+    parts = [p.split(".") for p in paths]
+    common = []
+    for level in zip(*parts):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    return ".".join(common)
 
 
 @register_family("custom")
@@ -147,7 +158,10 @@ class CustomSupernet(Supernet):
         out, used = [], set()
         for g in analysis.searchable():
             producers = [_strip(p) for p in g.producers]
-            name = stream.get(g.id) if len(producers) > 1 and g.id in stream else f"{producers[0]}.width"
+            if g.kind == "heads":  # attention heads of the projections reading and writing them
+                name = f"{_common_prefix(producers) or producers[0]}.heads"
+            else:
+                name = stream.get(g.id) if len(producers) > 1 and g.id in stream else f"{producers[0]}.width"
             if name in used:
                 name = f"{name}{sum(u.startswith(name) for u in used)}"
             used.add(name)
@@ -189,6 +203,9 @@ class CustomSupernet(Supernet):
         state: ChannelState = self._state
         state.width.clear()  # in place: the elastic ops hold these containers
         state.width.update({w.group.id: int(cfg[w.name]) for w in self.widths})
+        for g in self._analysis.groups.values():  # attention projections: heads x head size
+            if g.derived is not None and g.derived[0] in state.width:
+                state.width[g.id] = state.width[g.derived[0]] * g.derived[1]
         state.skip.clear()
         state.skip.update(i for name, idx in self.stages for k, i in enumerate(idx) if k >= int(cfg[name]))
 
@@ -203,6 +220,17 @@ class CustomSupernet(Supernet):
 
     def input_shape(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> tuple[int, ...]:
         return (batch, *self._in_shape)
+
+    def example_input(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> torch.Tensor:
+        """Zeros shaped and typed like the traced example (token ids stay integers)."""
+        return torch.zeros(self.input_shape(cfg, batch), dtype=self._example[0].dtype)
+
+    def random_input(self, shape: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal inputs, or for integer inputs (token ids) ids up to the traced example's largest."""
+        e = self._example[0]
+        if e.is_floating_point():
+            return torch.randn(tuple(shape), generator=generator, dtype=e.dtype)
+        return torch.randint(0, int(e.max()) + 1, tuple(shape), generator=generator, dtype=e.dtype)
 
     @torch.no_grad()
     def reorder_channels(self) -> None:
@@ -245,7 +273,7 @@ class CustomSupernet(Supernet):
 
         was = self.training
         self.eval()
-        x = torch.randn(2, *self._in_shape, generator=torch.Generator().manual_seed(1))
+        x = self._example[0]
         try:
             largest = self.space.largest()
             reference = self._traced(x)
