@@ -14,7 +14,7 @@ from torch import nn
 
 import supernas as sn
 from supernas.errors import ConfigError
-from supernas.supernets.custom import CustomSupernet, WidthChoice
+from supernas.supernets.custom import WidthChoice
 from supernas.elastic.groups import Group
 from supernas.space import Choice, SearchSpace
 
@@ -253,3 +253,16 @@ def test_a_custom_model_that_does_not_import_is_one_line_before_training(tmp_pat
     code, err = cli(["run", "--config", _run_file(tmp_path, "examples/nowhere.py:net")], capsys)
     assert_one_line(code, err, "cannot import custom model", "nowhere.py")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_grouped_query_attention_keeps_heads_fixed_and_the_rest_elastic():
+    pytest.importorskip("transformers")
+    from transformers.models.llama import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=2, intermediate_size=64, vocab_size=100,
+                                         bos_token_id=0, eos_token_id=0, pad_token_id=0)).eval()
+    net = sn.make_elastic(model, TOKENS)
+    assert not any(c.name.endswith(".heads") for c in net.space.choices)
+    assert any(c.name.endswith("gate_proj.width") for c in net.space.choices)
+    net.check()
