@@ -266,3 +266,51 @@ def test_grouped_query_attention_keeps_heads_fixed_and_the_rest_elastic():
     assert not any(c.name.endswith(".heads") for c in net.space.choices)
     assert any(c.name.endswith("gate_proj.width") for c in net.space.choices)
     net.check()
+
+
+TEXT = "".join(f"the {w} sat on the {v} mat. " for w in ("cat", "dog", "owl", "fox") for v in ("red", "blue", "old")) * 12
+
+
+def test_language_model_windows_targets_and_bad_input(tmp_path):
+    from supernas.data import load_text_lm
+    from supernas.data.lm import IGNORE
+    from supernas.errors import DataError
+
+    (tmp_path / "t.txt").write_text(TEXT)
+    data = load_text_lm(tmp_path / "t.txt", seq_len=16)
+    x, y = next(iter(data.train_loader(4, seed=0)))
+    assert x.shape == y.shape == (4, 16) and torch.equal(y[:, :-1], x[:, 1:]) and bool((y[:, -1] == IGNORE).all())
+    assert data.num_classes == len(set(TEXT[: int(len(TEXT) * 0.8)])) + 1
+    assert len(data.train) * 16 <= 0.8 * len(TEXT) and len(data.val) >= 1
+    (tmp_path / "short.txt").write_text("abc")
+    with pytest.raises(DataError, match="too few"):
+        load_text_lm(tmp_path / "short.txt", seq_len=16)
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_text_lm(tmp_path / "bin.txt")
+
+
+def test_a_decoder_trains_with_next_token_loss_and_is_searched_by_perplexity(tmp_path):
+    pytest.importorskip("transformers")
+    from transformers.models.llama import LlamaConfig, LlamaForCausalLM
+    from supernas.data import load_text_lm
+    from supernas.measure import Evaluator
+    from supernas.search import search
+    from supernas.train import train
+
+    (tmp_path / "t.txt").write_text(TEXT)
+    data = load_text_lm(tmp_path / "t.txt", seq_len=16)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                         num_key_value_heads=4, intermediate_size=64, vocab_size=data.vocab_size,
+                                         bos_token_id=0, eos_token_id=0, pad_token_id=0))
+    net = sn.make_elastic(model, next(iter(data.eval_loader("val", 2)))[0])
+    before = Evaluator(net, ["perplexity"], data=data)(net.space.largest())["perplexity"]
+    train(net, data, config={"epochs": 4, "batch_size": 16, "lr": 0.01, "num_random": 1}, progress=False)
+    evaluator = Evaluator(net, ["perplexity", "accuracy", "params"], data=data)
+    after = evaluator(net.space.largest())
+    assert after["perplexity"] < 0.5 * before and before > 0.5 * data.vocab_size and after["accuracy"] > 0.2
+    result = search(net, evaluator, ["perplexity", "params"], evaluations=6, progress=False)
+    assert result.knee is not None
+    exported = sn.export.export(net, result.knee.config, tmp_path, formats=["onnx"])
+    assert all(c.passed for c in exported.checks)

@@ -4,19 +4,24 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..data.lm import IGNORE
 from ..errors import DataError
 
 
 @torch.inference_mode()
 def evaluate_accuracy(model: nn.Module, batches: Iterable, max_batches: int | None = None,
                       device: torch.device | str | None = None) -> dict[str, float]:
-    """``{"accuracy": top-1, "top5": top-5}`` as fractions in [0, 1] over ``(x, y)`` batches (``top5``
-    only when the model has more than 5 classes). The model is evaluated in eval mode, its mode restored."""
+    """``{"accuracy": top-1, "top5": top-5, "loss": mean cross-entropy}`` over ``(x, y)`` batches (``top5``
+    only when the model has more than 5 classes). A decoder's ``(batch, length, vocabulary)`` logits are scored
+    per token (next-token accuracy; targets ``-100`` are skipped), so ``exp(loss)`` is its perplexity. The
+    model is evaluated in eval mode, its mode restored."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = total = 0
+    loss = 0.0
     num_classes = 0
     try:
         for i, batch in enumerate(batches):
@@ -29,16 +34,20 @@ def evaluate_accuracy(model: nn.Module, batches: Iterable, max_batches: int | No
                 x, y = x.to(device), y.to(device)
             logits = model(x)
             num_classes = logits.shape[-1]
+            logits, y = logits.reshape(-1, num_classes), y.reshape(-1)
+            if (y == IGNORE).any():
+                logits, y = logits[y != IGNORE], y[y != IGNORE]
             top = logits.topk(min(5, num_classes), dim=-1).indices
             hit = top == y.view(-1, 1)
             correct1 += int(hit[:, 0].sum())
             correct5 += int(hit.any(dim=1).sum())
+            loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             total += int(y.numel())
     finally:
         model.train(was_training)
     if total == 0:
         raise DataError("the evaluation loader yielded no samples")
-    out = {"accuracy": correct1 / total}
+    out = {"accuracy": correct1 / total, "loss": loss / total}
     if num_classes > 5:
         out["top5"] = correct5 / total
     return out

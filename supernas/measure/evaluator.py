@@ -9,6 +9,7 @@ as ``fn(ctx)`` with a :class:`MeasureContext`. Users add their own objectives th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -89,6 +90,11 @@ def _accuracy(ctx: MeasureContext) -> float:
 def _top5(ctx: MeasureContext) -> float:
     acc = ctx.accuracy()
     return acc.get("top5", acc["accuracy"])  # with <= 5 classes top-5 is top-1 (the case is uninformative)
+
+
+@_bind("perplexity")
+def _perplexity(ctx: MeasureContext) -> float:
+    return float(math.exp(min(ctx.accuracy()["loss"], 700.0)))  # exp overflows a float beyond ~709
 
 
 @_bind("macs")

@@ -78,6 +78,7 @@ def _declare(name: str, direction_: Direction, per_target: bool, description: st
 for _n, _d, _t, _desc in [
     ("accuracy", "max", False, "top-1 accuracy on the held-out split, after BN recalibration"),
     ("top5", "max", False, "top-5 accuracy on the held-out split"),
+    ("perplexity", "min", False, "exp of the mean cross-entropy on the held-out split (per token for a decoder)"),
     ("latency_ms", "min", True, "median latency of one batch on a target, in milliseconds"),
     ("macs", "min", False, "multiply-accumulates of one forward pass of one sample"),
     ("params", "min", False, "number of parameters"),

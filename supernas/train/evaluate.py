@@ -6,8 +6,10 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from ..data.lm import IGNORE
 from ..supernets import Supernet
 from .bn import recalibrate_bn
+from .losses import per_token
 
 
 @torch.no_grad()
@@ -16,9 +18,10 @@ def top1(model: nn.Module, batches: Iterable, device: torch.device | str = "cpu"
     model.eval()
     correct = total = 0
     for x, y in batches:
-        pred = model(x.to(device)).argmax(-1).cpu()
-        correct += int((pred == y).sum())
-        total += len(y)
+        logits, y = per_token(model(x.to(device)).cpu(), y)
+        keep = y != IGNORE  # positions without a target (a decoder's last token)
+        correct += int((logits.argmax(-1) == y)[keep].sum())
+        total += int(keep.sum())
     return correct / max(total, 1)
 
 

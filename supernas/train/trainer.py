@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from ..data import DatasetPair, TrainingData
 from ..errors import CheckpointError
@@ -22,7 +20,7 @@ from .bn import zero_init_residual
 from .checkpoint import LAST, METRICS, load_checkpoint, plain, rng_state, save_checkpoint, set_rng_state, with_defaults
 from .config import TrainConfig, TrainingError
 from .evaluate import subnet_accuracy
-from .losses import student_loss
+from .losses import student_loss, token_cross_entropy
 from .sampling import Phase, phase_at, progressive_phases, step_configs, step_rng
 
 
@@ -330,7 +328,7 @@ def sandwich_step(net: Supernet, model: torch.nn.Module, cfgs: list, x: torch.Te
             with autocast():
                 out = model(x)
                 if i == 0 or not cfg.distill or teacher is None:
-                    loss = F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
+                    loss = token_cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing)
                 else:
                     loss = student_loss(out.float(), teacher, y, cfg.distill_temperature, cfg.distill_label_weight,
                                         cfg.label_smoothing)
