@@ -92,3 +92,45 @@ def small_resnet(num_classes: int = 10, in_channels: int = 3, **kwargs) -> Small
 
 def mobilenet_v2_style(num_classes: int = 10, in_channels: int = 3, **kwargs) -> MobileNetV2Style:
     return MobileNetV2Style(num_classes, in_channels, **kwargs)
+
+
+class DecoderBlock(nn.Module):
+    """Pre-norm causal self-attention and MLP, each added to the residual stream."""
+
+    def __init__(self, dim: int, heads: int, mlp: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.q, self.k, self.v, self.out = (nn.Linear(dim, dim) for _ in range(4))
+        self.fc1, self.fc2 = nn.Linear(dim, mlp), nn.Linear(mlp, dim)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (f(x).view(b, n, self.heads, -1).transpose(1, 2) for f in (self.q, self.k, self.v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.out(y.transpose(1, 2).reshape(b, n, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class TinyDecoder(nn.Module):
+    """A GPT-style decoder: token and position embeddings, pre-norm blocks, a final norm, a language-model head."""
+
+    def __init__(self, vocab_size: int = 128, dim: int = 64, layers: int = 2, heads: int = 4, mlp: int = 256,
+                 max_len: int = 512) -> None:
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(vocab_size, dim), nn.Embedding(max_len, dim)
+        self.blocks = nn.ModuleList(DecoderBlock(dim, heads, mlp) for _ in range(layers))
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, vocab_size, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.tokens(ids) + self.positions(torch.arange(ids.shape[1], device=ids.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))  # (batch, length, vocabulary) next-token logits
+
+
+def tiny_decoder(vocab_size: int = 128, **kwargs) -> TinyDecoder:
+    return TinyDecoder(vocab_size, **kwargs)

@@ -50,6 +50,7 @@ def _hf(kind: str) -> tuple[nn.Module, torch.Tensor]:
 MODELS = {
     "user-resnet": lambda: (own.small_resnet(widths=(16, 32), depth=2), IMAGES),
     "user-mobilenetv2": lambda: (own.mobilenet_v2_style(stages=((16, 2, 1), (24, 2, 2))), IMAGES),
+    "user-decoder": lambda: (own.tiny_decoder(vocab_size=100, dim=32, mlp=64), TOKENS),
     "hf-resnet": lambda: _hf("hf-resnet"),
     "hf-convnext": lambda: _hf("hf-convnext"),
     "hf-vit": lambda: _hf("hf-vit"),

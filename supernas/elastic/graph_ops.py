@@ -62,7 +62,8 @@ class ElasticLeaf(_Hidden):
 
     def __init__(self, module: nn.Module, slots: dict[str, Dims], state: ChannelState, depthwise: bool) -> None:
         kind = ("conv" if isinstance(module, CONVS) else "linear" if isinstance(module, nn.Linear)
-                else "layer_norm" if isinstance(module, nn.LayerNorm) else "batch_norm")
+                else "layer_norm" if isinstance(module, nn.LayerNorm) else "embedding"
+                if isinstance(module, nn.Embedding) else "batch_norm")
         conv = (F.conv1d, F.conv2d, F.conv3d)[CONVS.index(type(module))] if kind == "conv" else None
         super().__init__(module=module, width=state.width, depthwise=depthwise, kind=kind, conv=conv,
                          weight_dims=slots.get("weight", []), bias_dims=slots.get("bias", []),
@@ -72,16 +73,16 @@ class ElasticLeaf(_Hidden):
         """The narrowed weight and bias; without autograd, contiguous copies kept until the widths or the
         weights change (a strided slice would slow the kernel down)."""
         m, w = self.module, self.width
+        weight, bias = m.weight, getattr(m, "bias", None)
         if torch.is_grad_enabled():
-            return (narrow(m.weight, self.weight_dims, w) if m.weight is not None else None,
-                    narrow(m.bias, self.bias_dims, w) if m.bias is not None else None)
-        key = (tuple(w.get(g, -1) for _, g in self.weight_dims + self.bias_dims), m.weight._version if m.weight
-               is not None else None, m.bias._version if m.bias is not None else None, m.weight.device
-               if m.weight is not None else None)
+            return (narrow(weight, self.weight_dims, w) if weight is not None else None,
+                    narrow(bias, self.bias_dims, w) if bias is not None else None)
+        key = (tuple(w.get(g, -1) for _, g in self.weight_dims + self.bias_dims),
+               *((t._version, t.device, t.data_ptr()) if t is not None else None for t in (weight, bias)))
         cached = self.__dict__.get("_cache")
         if cached is None or cached[0] != key:
-            cached = (key, narrow(m.weight, self.weight_dims, w).contiguous() if m.weight is not None else None,
-                      narrow(m.bias, self.bias_dims, w).contiguous() if m.bias is not None else None)
+            cached = (key, narrow(weight, self.weight_dims, w).contiguous() if weight is not None else None,
+                      narrow(bias, self.bias_dims, w).contiguous() if bias is not None else None)
             object.__setattr__(self, "_cache", cached)
         return cached[1], cached[2]
 
@@ -96,6 +97,8 @@ class ElasticLeaf(_Hidden):
             return self.conv(x, weight, bias, m.stride, m.padding, m.dilation, groups)
         if self.kind == "linear":
             return F.linear(x, weight, bias)
+        if self.kind == "embedding":
+            return F.embedding(x, weight, m.padding_idx, m.max_norm, m.norm_type, m.scale_grad_by_freq, m.sparse)
         if self.kind == "layer_norm":
             return F.layer_norm(x, x.shape[-1:], weight, bias, m.eps)
         mean = narrow(m.running_mean, self.stat_dims, w) if m.running_mean is not None else None
@@ -163,7 +166,7 @@ class _Emitter:
             path = str(node.target)
             module = self.gm.get_submodule(path)
             slots = self.slots.get(path)
-            if slots and isinstance(module, (*CONVS, nn.Linear, nn.LayerNorm, *NORMS)):
+            if slots and isinstance(module, (*CONVS, nn.Linear, nn.LayerNorm, nn.Embedding, *NORMS)):
                 op = ElasticLeaf(module, slots, self.state, path in self.analysis.depthwise)
                 return graph.call_module(self._add("_leaf", op), args, kwargs)
             self.modules[path] = module
@@ -245,6 +248,8 @@ def sliced_module(module: nn.Module, slots: dict[str, Dims], width: dict[int, in
         m.num_features = m.running_mean.shape[0] if m.running_mean is not None else m.weight.shape[0]
     elif isinstance(m, nn.LayerNorm):
         m.normalized_shape = (m.weight.shape[0],) if m.weight is not None else m.normalized_shape
+    elif isinstance(m, nn.Embedding):
+        m.embedding_dim = m.weight.shape[1]
     return m
 
 

@@ -201,6 +201,11 @@ class GraphAnalysis(TensorRules):
             if m.bias is not None:
                 self._slot(path, "bias", 0, gout)
             self.dims[node] = x[:-1] + [gout]
+        elif isinstance(m, nn.Embedding):  # ids in, vectors out: the vector width is produced here
+            gout = self._new(m.embedding_dim, producer=path, kind="linear") if m.embedding_dim > 1 else None
+            self._slot(path, "weight", 1, gout)
+            self.dims[node] = x + [gout]
+            return
         elif isinstance(m, NORMS):
             for name in ("weight", "bias", "running_mean", "running_var"):
                 if getattr(m, name, None) is not None:

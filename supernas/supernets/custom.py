@@ -236,6 +236,7 @@ class CustomSupernet(Supernet):
     def reorder_channels(self) -> None:
         """Sort every searchable group's channels by the L1 norm of the filters producing them."""
         analysis: GraphAnalysis = self._analysis
+        done: set[tuple[int, int]] = set()
         by_group: dict[int, list] = {}
         for s in analysis.slots:
             if analysis.groups[s.group].searchable:
@@ -252,6 +253,9 @@ class CustomSupernet(Supernet):
             for s in slots:
                 owner = self._traced.get_submodule(s.owner)
                 t = getattr(owner, s.name)
+                if (id(t), s.dim) in done:  # a tensor shared by two modules (tied embeddings) moves once
+                    continue
+                done.add((id(t), s.dim))
                 t.data = t.data.index_select(s.dim, order.to(t.device))
 
     # ------------------------------------------------------------------------------ inspection
