@@ -57,6 +57,14 @@ class SupernetSection(Section):
         return v
 
 
+class LanguageModelSection(Section):
+    """A text file (``data.dataset``) cut into windows of ``seq_len`` tokens for a decoder's next-token
+    prediction (``supernas.data.lm``); the last ``val_fraction`` of the text validates, as much again tests."""
+
+    seq_len: int = Field(64, ge=2, le=65536, description="tokens per training window")
+    tokenizer: str | None = Field(None, description="a tokenizer.json; default: the text's characters")
+
+
 class TextDataSection(Section):
     """Text classification files (TSV/CSV). ``train``/``dev`` are relative to ``data.dataset`` (a folder)
     unless absolute. Sub-networks are chosen on ``val_rows`` rows held out from the training file; the dev
@@ -81,7 +89,7 @@ class DataSection(Section):
     the folder holding the text files of ``text``."""
 
     dataset: str = "digits"
-    kind: Literal["digits", "folder", "cifar", "text"] | None = None
+    kind: Literal["digits", "folder", "cifar", "text", "lm"] | None = None
     image_size: int | None = Field(default=None, gt=0, le=4096)
     channels: Literal[1, 3] | None = None
     augment: Augment | None = Field(
@@ -95,6 +103,7 @@ class DataSection(Section):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="validation carved out of train/ when the dataset "
                                 "has no val/ split (train/ + test/ folders, CIFAR batches)")
     text: TextDataSection | None = None
+    lm: LanguageModelSection | None = None
 
     @property
     def augmentation(self) -> str:
@@ -107,10 +116,25 @@ class DataSection(Section):
     def is_text(self) -> bool:
         return self.kind == "text" or (self.kind is None and self.text is not None)
 
+    @property
+    def is_lm(self) -> bool:
+        """Language-modelling data (a text file for a decoder's next-token prediction)."""
+        return self.kind == "lm" or (self.kind is None and self.lm is not None)
+
+    @property
+    def language_model(self) -> LanguageModelSection:
+        return self.lm or LanguageModelSection()
+
     @model_validator(mode="after")
     def _text(self) -> "DataSection":
         if self.text is not None and not self.is_text:
             raise ValueError(f"data.text is for text data; kind is {self.kind!r}")
+        if self.lm is not None and not self.is_lm:
+            raise ValueError(f"data.lm is for language-modelling data (kind: lm); kind is {self.kind!r}")
+        if self.is_lm and (self.image_size is not None or self.channels is not None or self.augment is not None):
+            raise ValueError("image_size/channels/augment do not apply to language-modelling data")
+        if self.is_lm and self.dataset == "digits":
+            raise ValueError("language-modelling data needs data.dataset: the path of a UTF-8 text file")
         if self.is_text and (self.image_size is not None or self.channels is not None or self.augment is not None):
             raise ValueError("image_size/channels/augment do not apply to text data")
         if self.is_text and self.dataset == "digits" and not Path((self.text or TextDataSection()).train or "").is_absolute():
@@ -289,7 +313,10 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _family_fits_data(self) -> "RunConfig":
-        if self.data.is_text != (self.supernet.family == "bert"):
+        if self.data.is_lm and self.supernet.family != "custom":
+            raise ValueError("language-modelling data (data.kind: lm) needs a decoder: the custom family "
+                             f"(supernet.args.model), not {self.supernet.family!r}")
+        if not self.data.is_lm and self.data.is_text != (self.supernet.family == "bert"):
             raise ValueError("text data needs the bert family, and the bert family needs text data "
                              f"(data.kind: text); got family {self.supernet.family!r} with "
                              f"{'text' if self.data.is_text else 'image'} data")

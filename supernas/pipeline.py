@@ -168,6 +168,10 @@ def load_data(cfg: RunConfig, progress: bool = False):
     if d.is_text:
         from .pipeline_text import load_text_data
         return load_text_data(cfg)
+    if d.is_lm:
+        from .data import load_text_lm
+        return load_text_lm(d.dataset, d.language_model.seq_len, d.language_model.tokenizer, d.val_fraction,
+                            d.val_fraction)
     extra: dict[str, Any] = {"channels": d.channels} if d.channels is not None else {}  # else the reader's default
     if d.dataset != "digits" and d.kind != "digits":
         extra.update(workers=d.workers, cache=d.cache, cache_dir=d.cache_dir, val_fraction=d.val_fraction,
@@ -184,6 +188,9 @@ def supernet_args(cfg: RunConfig, bundle: Any) -> dict[str, Any]:
         return text_supernet_args(cfg, bundle)
     args = dict(cfg.supernet.args)
     args.setdefault("num_classes", bundle.num_classes)
+    if cfg.data.is_lm:  # a decoder: the vocabulary and the window length
+        args.setdefault("seq_len", bundle.seq_len)
+        return args
     args.setdefault("in_channels", bundle.in_channels)
     args.setdefault("image_size", bundle.image_size)
     return args

@@ -90,6 +90,9 @@ def run_facts(cfg: RunConfig, root: Path) -> dict[str, dict[str, str]]:
     data = {"dataset": d.dataset, "kind": d.kind or ("digits" if d.dataset == "digits" else "guessed from the path")}
     if d.is_text and d.text is not None:
         data["max length"] = str(d.text.max_length)
+    elif d.is_lm:
+        data.update({"window": f"{d.language_model.seq_len} tokens",
+                     "tokens": d.language_model.tokenizer or "characters"})
     elif not d.is_text:
         data.update({"image size": str(d.image_size or "the data's"), "augmentation": d.augmentation})
     supernet = {"family": cfg.supernet.family, "arguments": json.dumps(cfg.supernet.args, sort_keys=True) or "{}"}

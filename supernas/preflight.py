@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import RunConfig
-from .errors import PreflightError, SupernasError
+from .errors import DataError, PreflightError, SupernasError
 from .measure.objectives import split_column
 from .measure.targets import unavailable_reason
 
@@ -82,6 +82,11 @@ def data_problem(cfg: RunConfig) -> None:
         from .pipeline_text import text_files
 
         text_files(cfg)
+        return
+    if cfg.data.is_lm:
+        path = Path(cfg.data.dataset)
+        if not path.is_file():
+            raise DataError(f"language-modelling text {path} is not a file")
         return
     from .data import check_dataset
 

@@ -315,3 +315,36 @@ def test_a_decoder_trains_with_next_token_loss_and_is_searched_by_perplexity(tmp
     assert result.knee is not None
     exported = sn.export.export(net, result.knee.config, tmp_path, formats=["onnx"])
     assert all(c.passed for c in exported.checks)
+
+
+def _lm_run_file(tmp_path: Path, family_args: str) -> Path:
+    (tmp_path / "corpus.txt").write_text(TEXT)
+    run = tmp_path / "lm.yaml"
+    run.write_text(f"""
+name: decoder
+out: {tmp_path / 'run'}
+supernet: {family_args}
+data: {{kind: lm, dataset: {tmp_path / 'corpus.txt'}, lm: {{seq_len: 16}}}}
+train: {{epochs: 2, batch_size: 16}}
+search: {{objectives: [perplexity, params], evaluations: 6}}
+export: {{picks: [best-perplexity], formats: [onnx]}}
+""")
+    return run
+
+
+def test_a_run_file_trains_searches_and_exports_a_users_decoder_on_a_text(tmp_path, capsys):
+    from cli_helpers import cli
+
+    family = f'{{family: custom, args: {{model: "{own.__file__}:tiny_decoder", args: {{dim: 32, mlp: 64}}}}}}'
+    code, err = cli(["run", "--config", _lm_run_file(tmp_path, family)], capsys)
+    assert code == 0, err
+    info = json.loads((tmp_path / "run" / "best-perplexity.json").read_text())
+    assert 1.0 < info["metrics"]["perplexity"] < len(set(TEXT)) and 0 < info["test_accuracy"] <= 1
+    assert (tmp_path / "run" / "best-perplexity.onnx").exists() and (tmp_path / "run" / "report.html").exists()
+
+
+def test_language_modelling_data_needs_a_decoder_family(tmp_path, capsys):
+    from cli_helpers import assert_one_line, cli
+
+    code, err = cli(["run", "--config", _lm_run_file(tmp_path, "{family: mbv3}")], capsys)
+    assert_one_line(code, err, "needs a decoder: the custom family")

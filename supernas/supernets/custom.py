@@ -83,18 +83,24 @@ def _common_prefix(paths: Sequence[str]) -> str:
 class CustomSupernet(Supernet):
     """A user's model made elastic (see the module docstring). Built from ``model``
     (``"package.module:factory"`` or ``"file.py:factory"``) called with ``args``, optional ``weights`` (a state dict file of that
-    model), ``rules`` and ``fixed``; traced on a batch of ``in_channels x image_size x image_size`` images."""
+    model), ``rules`` and ``fixed``; traced on a batch of ``in_channels x image_size x image_size`` images, or
+    with ``seq_len`` (a decoder) on token ids of ``num_classes`` (the vocabulary)."""
 
     def __init__(self, model: str, args: Mapping[str, Any] | None = None, weights: str | None = None,
                  rules: Mapping[str, Any] | None = None, fixed: Sequence[str] = (), in_channels: int = 3,
-                 image_size: int = 32, num_classes: int | None = None) -> None:
+                 image_size: int = 32, num_classes: int | None = None, seq_len: int | None = None) -> None:
         super().__init__()
-        module = build_user_model(model, args, num_classes, in_channels)
+        module = build_user_model(model, args, num_classes, None if seq_len else in_channels, bool(seq_len))
         if weights is not None and not any(p.is_meta for p in module.parameters()):
             load_user_weights(module, weights)
-        self._in_shape = (in_channels, image_size, image_size)
-        self._setup(module, (torch.randn(2, *self._in_shape, generator=torch.Generator().manual_seed(0)),),
-                    rules, fixed)
+        gen = torch.Generator().manual_seed(0)
+        if seq_len:  # a decoder: traced on token ids of the vocabulary (num_classes)
+            self._in_shape: tuple[int, ...] = (seq_len,)
+            example = torch.randint(0, max(2, num_classes or 2), (2, seq_len), generator=gen)
+        else:
+            self._in_shape = (in_channels, image_size, image_size)
+            example = torch.randn(2, *self._in_shape, generator=gen)
+        self._setup(module, (example,), rules, fixed)
 
     @classmethod
     def from_module(cls, model: nn.Module, example_inputs: Sequence[torch.Tensor], rules: Mapping[str, Any] | None
@@ -315,9 +321,9 @@ def make_elastic(model: nn.Module, example_inputs: torch.Tensor | Sequence[torch
 
 
 def build_user_model(spec: str, args: Mapping[str, Any] | None, num_classes: int | None,
-                     in_channels: int | None) -> nn.Module:
+                     in_channels: int | None, decoder: bool = False) -> nn.Module:
     """``"package.module:factory"`` called with ``args`` (plus ``num_classes``/``in_channels`` when it takes
-    them and ``args`` does not set them)."""
+    them and ``args`` does not set them; a ``decoder``'s factory gets the vocabulary as ``vocab_size``)."""
     module_name, _, attr = spec.rpartition(":")
     if not module_name or not attr:
         raise ConfigError(f"custom model {spec!r} must be 'package.module:factory' or 'path/to/file.py:factory'")
@@ -330,7 +336,8 @@ def build_user_model(spec: str, args: Mapping[str, Any] | None, num_classes: int
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         params = {}
-    for k, v in (("num_classes", num_classes), ("in_channels", in_channels)):
+    for k, v in (("num_classes", num_classes), ("in_channels", in_channels),
+                 ("vocab_size", num_classes if decoder else None)):
         if v is not None and k in params and k not in kwargs:
             kwargs[k] = v
     try:
