@@ -348,3 +348,21 @@ def test_language_modelling_data_needs_a_decoder_family(tmp_path, capsys):
 
     code, err = cli(["run", "--config", _lm_run_file(tmp_path, "{family: mbv3}")], capsys)
     assert_one_line(code, err, "needs a decoder: the custom family")
+
+
+def test_important_channels_and_heads_come_first_and_the_function_stays():
+    torch.manual_seed(0)
+    model = own.tiny_decoder(vocab_size=50, dim=32, heads=4, mlp=64).eval()
+    block = model.blocks[0]
+    with torch.no_grad():  # head 3 (rows 24..31 of q, k, v) and hidden unit 5 of the MLP made the strongest
+        for lin in (block.q, block.k, block.v):
+            lin.weight[24:32] *= 10
+        block.fc1.weight[5] *= 10
+    original = copy.deepcopy(model)
+    ids = torch.randint(0, 50, (2, 10), generator=torch.Generator().manual_seed(0))
+    net = sn.make_elastic(model, ids).eval()
+    with torch.no_grad():
+        assert (net(ids) - original(ids)).abs().max().item() <= 1e-5
+    l1 = lambda w: w.detach().abs().sum(1)  # noqa: E731  (rows keep their norm when the columns move too)
+    assert torch.allclose(l1(block.q.weight[:8]), l1(original.blocks[0].q.weight[24:32]))  # strong head first
+    assert torch.allclose(l1(block.fc1.weight[:1]), l1(original.blocks[0].fc1.weight[5:6]))

@@ -240,29 +240,46 @@ class CustomSupernet(Supernet):
 
     @torch.no_grad()
     def reorder_channels(self) -> None:
-        """Sort every searchable group's channels by the L1 norm of the filters producing them."""
+        """Sort every searchable group's channels by the L1 norm of the weights producing them, and every
+        attention layer's heads by the L1 norm of their projections' rows (whole heads move), so the first
+        channels and heads that a smaller sub-network keeps are the important ones; the function is unchanged."""
         analysis: GraphAnalysis = self._analysis
         done: set[tuple[int, int]] = set()
-        by_group: dict[int, list] = {}
-        for s in analysis.slots:
-            if analysis.groups[s.group].searchable:
-                by_group.setdefault(s.group, []).append(s)
-        for g, slots in by_group.items():
-            producers = set(analysis.groups[g].producers)
-            score = torch.zeros(analysis.groups[g].size, dtype=torch.float64)
-            for s in slots:
-                if s.owner in producers and s.name == "weight" and s.dim == 0:
-                    w = getattr(self._traced.get_submodule(s.owner), s.name).detach().double()
-                    l1 = w.abs().flatten(1).sum(1) if w.dim() > 1 else w.abs()
-                    score += l1 / l1.mean().clamp_min(1e-12)
-            order = torch.argsort(-score, stable=True)
-            for s in slots:
-                owner = self._traced.get_submodule(s.owner)
-                t = getattr(owner, s.name)
-                if (id(t), s.dim) in done:  # a tensor shared by two modules (tied embeddings) moves once
-                    continue
-                done.add((id(t), s.dim))
-                t.data = t.data.index_select(s.dim, order.to(t.device))
+        slots: dict[int, list] = {}
+        for sl in analysis.slots:
+            slots.setdefault(sl.group, []).append(sl)
+        for g in analysis.searchable():
+            if g.kind != "heads":
+                score = self._importance(g, slots.get(g.id, []), g.size)
+                self._permute(slots.get(g.id, []), torch.argsort(-score, stable=True), done)
+                continue
+            members = [m for m in analysis.groups.values() if m.derived is not None and m.derived[0] == g.id]
+            score = sum((self._importance(m, slots.get(m.id, []), g.size) for m in members),
+                        torch.zeros(g.size, dtype=torch.float64))
+            heads = torch.argsort(-score, stable=True)
+            for m in members:
+                size = m.derived[1]  # type: ignore[index]
+                rows = (heads[:, None] * size + torch.arange(size)).reshape(-1)
+                self._permute(slots.get(m.id, []), rows, done)
+
+    def _importance(self, group: Group, slots: list, units: int) -> torch.Tensor:
+        """Per-unit L1 norm (units: channels, or heads of ``size / units`` channels) of the producers' weights."""
+        producers = set(group.producers)
+        score = torch.zeros(units, dtype=torch.float64)
+        for sl in slots:
+            if sl.owner in producers and sl.name == "weight":
+                w = getattr(self._traced.get_submodule(sl.owner), sl.name).detach().double()
+                l1 = w.abs().transpose(0, sl.dim).reshape(units, -1).sum(1)
+                score += l1 / l1.mean().clamp_min(1e-12)
+        return score
+
+    def _permute(self, slots: list, order: torch.Tensor, done: set[tuple[int, int]]) -> None:
+        for sl in slots:
+            t = getattr(self._traced.get_submodule(sl.owner), sl.name)
+            if (id(t), sl.dim) in done:  # a tensor shared by two modules (tied embeddings) moves once
+                continue
+            done.add((id(t), sl.dim))
+            t.data = t.data.index_select(sl.dim, order.to(t.device))
 
     # ------------------------------------------------------------------------------ inspection
     def describe_groups(self) -> list[dict[str, Any]]:
