@@ -212,6 +212,7 @@ class CustomSupernet(Supernet):
         for g in self._analysis.groups.values():  # attention projections: heads x head size
             if g.derived is not None and g.derived[0] in state.width:
                 state.width[g.id] = state.width[g.derived[0]] * g.derived[1]
+        state.version += 1
         state.skip.clear()
         state.skip.update(i for name, idx in self.stages for k, i in enumerate(idx) if k >= int(cfg[name]))
 
