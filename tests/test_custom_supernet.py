@@ -128,6 +128,13 @@ def test_pickled_supernet_computes_the_same_and_keeps_the_models_state_dict(elas
     with torch.no_grad():
         assert copy_.active == net.active and torch.equal(copy_(x), net(x))
     assert list(net.state_dict()) == [f"model.{k}" for k in original.state_dict()]
+    twin = copy.deepcopy(net).eval()  # a deep copy computes the same and shares nothing with the original
+    with torch.no_grad():
+        assert torch.equal(twin(x), net(x))
+        twin.set_active(net.space.smallest())
+        for p in twin.parameters():
+            p.mul_(0.5)
+        assert torch.equal(net(x), copy_(x)) and net.active == copy_.active
 
 
 def test_training_mode_matches_and_updates_the_models_batch_norm():

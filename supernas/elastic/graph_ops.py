@@ -136,7 +136,7 @@ class SkipBlock(_Hidden):
         super().__init__(body=body, index=index, state=state)
 
     def forward(self, x: torch.Tensor, *inputs: Any) -> torch.Tensor:
-        return x if self.index in self.state.skip else self.body(x, *inputs)
+        return x if self.index in self.state.skip else self.body.forward(x, *inputs)
 
 
 def _slots_by_owner(analysis: GraphAnalysis) -> dict[str, dict[str, Dims]]:
@@ -170,7 +170,8 @@ class _Emitter:
             slots = self.slots.get(path)
             if slots and isinstance(module, (*CONVS, nn.Linear, nn.LayerNorm, nn.Embedding, *NORMS)):
                 op = ElasticLeaf(module, slots, self.state, path in self.analysis.depthwise)
-                return graph.call_module(self._add("_leaf", op), args, kwargs)
+                self._add("_leaf", op)
+                return graph.call_function(op.forward, args, kwargs)  # no nn.Module call machinery per layer
             self.modules[path] = module
             return graph.call_module(path, args, kwargs)
         if node.op == "get_attr":
@@ -201,7 +202,8 @@ def elastic_program(gm: fx.GraphModule, analysis: GraphAnalysis, state: ChannelS
             body = _block_body(emitter, nodes, block.entry, block.nodes, block.inputs)
             name = f"_block{i}"
             emitter.modules[name] = SkipBlock(body, i, state)
-            env[node] = graph.call_module(name, (env[nodes[block.entry]], *(env[nodes[n]] for n in block.inputs)))
+            env[node] = graph.call_function(emitter.modules[name].forward,
+                                            (env[nodes[block.entry]], *(env[nodes[n]] for n in block.inputs)))
     return fx.GraphModule(emitter.modules, graph, class_name="ElasticProgram")
 
 
