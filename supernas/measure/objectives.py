@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 Direction = Literal["min", "max"]
 
@@ -25,7 +26,7 @@ class Objective:
     description: str = ""
 
 
-_OBJECTIVES: dict[str, Objective] = {}
+_OBJECTIVES: Registry[Objective] = Registry("objective")
 
 
 def register_objective(name: str, direction: Direction, per_target: bool = False,
@@ -37,21 +38,20 @@ def register_objective(name: str, direction: Direction, per_target: bool = False
         raise ConfigError(f"objective name {name!r} may not contain '@'")
 
     def deco(fn: Callable[..., float]) -> Callable[..., float]:
-        _OBJECTIVES[name] = Objective(name, direction, per_target, fn, description or (fn.__doc__ or "").strip())
+        declared = name in _OBJECTIVES and _OBJECTIVES.get(name).fn is None  # a built-in given its function
+        _OBJECTIVES.add(name, Objective(name, direction, per_target, fn, description or (fn.__doc__ or "").strip()),
+                        replaces=declared)
         return fn
 
     return deco
 
 
 def get_objective(name: str) -> Objective:
-    base = name.split("@", 1)[0]
-    if base not in _OBJECTIVES:
-        raise ConfigError(f"unknown objective {base!r}; known: {', '.join(list_objectives())}")
-    return _OBJECTIVES[base]
+    return _OBJECTIVES.get(name.split("@", 1)[0])
 
 
 def list_objectives() -> list[str]:
-    return sorted(_OBJECTIVES)
+    return _OBJECTIVES.names()
 
 
 def split_column(column: str) -> tuple[str, str]:

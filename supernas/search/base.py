@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..measure.objectives import direction, get_objective, sign
+from ..registry import Registry
 from ..space import Config, SearchSpace
 
 Result = Mapping[str, float] | None
@@ -197,19 +198,19 @@ class Strategy:
         return list(out.values())
 
 
-_STRATEGIES: dict[str, Callable[..., Strategy]] = {}
+_STRATEGIES: Registry[Callable[..., Strategy]] = Registry("search strategy")
 
 
 def register_strategy(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
     def deco(cls: type[Strategy]) -> type[Strategy]:
         cls.name = name
-        _STRATEGIES[name] = cls
+        _STRATEGIES.add(name, cls)
         return cls
     return deco
 
 
 def list_strategies() -> list[str]:
-    return sorted(_STRATEGIES)
+    return _STRATEGIES.names()
 
 
 def create_strategy(name: str, space: SearchSpace, columns: Sequence[str], *, seed: int = 0,
@@ -217,16 +218,15 @@ def create_strategy(name: str, space: SearchSpace, columns: Sequence[str], *, se
     """Build a registered strategy by name (``random``, ``nsga2``, ``agemoea``, ``linas``, ``constrained``,
     ``optuna``); ``kw`` are the strategy's own options."""
     check_strategy_options(name, kw)
-    return _STRATEGIES[name](space, columns, seed=seed, constraints=constraints, **kw)
+    return _STRATEGIES.get(name)(space, columns, seed=seed, constraints=constraints, **kw)
 
 
 def check_strategy_options(name: str, options: Mapping[str, Any]) -> None:
     """ConfigError (one line) for an unknown strategy or an option its constructor does not take; a run
     file's ``search.options`` are checked this way when it is loaded, before any training."""
-    if name not in _STRATEGIES:
-        raise ConfigError(f"unknown search strategy {name!r}; known: {', '.join(list_strategies())}")
+    strategy = _STRATEGIES.get(name)
     try:
-        inspect.signature(_STRATEGIES[name]).bind(None, None, seed=0, constraints=None, **options)
+        inspect.signature(strategy).bind(None, None, seed=0, constraints=None, **options)
     except TypeError as e:
         raise ConfigError(f"bad option for strategy {name!r}: {e}") from None
 

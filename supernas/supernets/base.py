@@ -12,9 +12,10 @@ from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 from ..space import Config, SearchSpace
 
-_FAMILIES: dict[str, type["Supernet"]] = {}
+_FAMILIES: Registry[type["Supernet"]] = Registry("supernet family")
 
 
 class InputResize(nn.Module):
@@ -153,20 +154,17 @@ def register_family(name: str) -> Callable[[type[Supernet]], type[Supernet]]:
 
     def deco(cls: type[Supernet]) -> type[Supernet]:
         cls.family = name
-        _FAMILIES[name] = cls
-        return cls
+        return _FAMILIES.add(name, cls)
 
     return deco
 
 
 def list_families() -> list[str]:
-    return sorted(_FAMILIES)
+    return _FAMILIES.names()
 
 
 def family_class(name: str) -> type[Supernet]:
-    if name not in _FAMILIES:
-        raise ConfigError(f"unknown supernet family {name!r}; known: {', '.join(list_families())}")
-    return _FAMILIES[name]
+    return _FAMILIES.get(name)
 
 
 MAX_IMAGE_SIDE = 8192  # an input a supernet is measured on is allocated: bound its side
