@@ -108,6 +108,32 @@ def measure(config: Optional[Path] = typer.Argument(None, help="YAML run file (d
 
 
 @app.command()
+def space(config: Optional[Path] = typer.Argument(None, help="YAML run file (default: the embedded default)."),
+          check: bool = typer.Option(True, "--check/--no-check", help="For a custom model: prove that every "
+                                     "choice changes the network and the elastic forward equals the extracted one.")
+          ) -> None:
+    """Print the run's search space: every choice, its options and when it is active (nothing is trained)."""
+    from rich.table import Table
+
+    from .pipeline import build_supernet, load_data, search_space
+
+    cfg = _load(config, None)
+    net = build_supernet(cfg, load_data(cfg))
+    choices = search_space(cfg, net)
+    table = Table(title=f"{cfg.supernet.family} search space: {choices.size():,} sub-networks")
+    for column in ("choice", "options", "active when"):
+        table.add_column(column)
+    for c in choices.choices:
+        when = f"{c.active_if[0]} > {c.active_if[1]}" if c.active_if else "always"
+        table.add_row(c.name, ", ".join(map(str, c.options)), when)
+    console.print(table)
+    if check and net.family == "custom":
+        net.check()  # type: ignore[operator]
+        console.print(f"check passed: the largest sub-network is the model, each of the {len(choices.choices)} "
+                      f"choices changes the network, the elastic forward equals the extracted one")
+
+
+@app.command()
 def export(run_dir: Path = typer.Argument(..., help="A run directory."),
            pick: str = typer.Option("knee", "--pick", help="knee, best-<objective column>, or a front row id."),
            format: str = typer.Option("onnx,torch", "--format", help="Comma-separated: onnx, torch, torchscript.")

@@ -373,3 +373,13 @@ def test_important_channels_and_heads_come_first_and_the_function_stays():
     l1 = lambda w: w.detach().abs().sum(1)  # noqa: E731  (rows keep their norm when the columns move too)
     assert torch.allclose(l1(block.q.weight[:8]), l1(original.blocks[0].q.weight[24:32]))  # strong head first
     assert torch.allclose(l1(block.fc1.weight[:1]), l1(original.blocks[0].fc1.weight[5:6]))
+
+
+def test_the_space_command_lists_a_custom_models_choices_and_checks_it(tmp_path, capsys):
+    from supernas.cli import main
+
+    run = _run_file(tmp_path, own.__file__ + ":small_resnet")
+    main(["space", str(run)])
+    out = capsys.readouterr().out
+    assert "stage0.depth" in out and "stage0.width" in out and "check passed" in out
+    assert not (tmp_path / "run").exists()  # nothing trained, no run directory made
