@@ -8,6 +8,7 @@ import torch
 from torch import fx, nn
 
 from .tensor_rules import ADDS, ELEMENTWISE_MODULES, UNARY_FUNCTIONS, UNARY_METHODS
+from .trace import reads_metadata
 
 
 @dataclass
@@ -70,7 +71,7 @@ def _region(gm: fx.GraphModule, exit_: fx.Node, short: fx.Node,
         return None
     if tuple(entry.meta["value"].shape) != tuple(value.shape):
         return None
-    below, todo = set(), [u for u in entry.users if not _reads_metadata(u)]  # masks made from its shape: outside
+    below, todo = set(), [u for u in entry.users if not reads_metadata(u)]  # masks made from its shape: outside
     while todo:
         n = todo.pop()
         if n in below:
@@ -96,12 +97,6 @@ def _region(gm: fx.GraphModule, exit_: fx.Node, short: fx.Node,
             return None
         extras += [i for i in n.all_input_nodes if i not in inside and i.op != "get_attr" and i not in extras]
     return entry, list(nodes), extras
-
-
-def _reads_metadata(node: fx.Node) -> bool:
-    """``x.shape``, ``x.size()``, ``x.dtype``, ``x.device``: a use of a tensor that is not its values."""
-    return (node.op == "call_method" and node.target in ("size", "dim")) or (
-        node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "dtype", "device", "ndim"))
 
 
 def _chained(prev_exit: fx.Node, entry: fx.Node, gm: fx.GraphModule) -> bool:

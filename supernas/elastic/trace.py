@@ -119,6 +119,12 @@ class ConcreteTracer(fx.Tracer):
         return iter([obj[i] for i in range(len(obj.node.meta["value"]))])
 
 
+def reads_metadata(node: fx.Node) -> bool:
+    """``x.shape``, ``x.size()``, ``x.dim()``, ``x.dtype``, ``x.device``: a use of a tensor that is not its values."""
+    return (node.op == "call_method" and node.target in ("size", "dim")) or (
+        node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "dtype", "device", "ndim"))
+
+
 def _is_shape_derived(node: fx.Node) -> bool:
     """Whether a node's value depends on tensors only through their shapes (``x.shape[1] != 3``)."""
     seen, todo = set(), [node]
@@ -127,8 +133,7 @@ def _is_shape_derived(node: fx.Node) -> bool:
         if n in seen:
             continue
         seen.add(n)
-        if n.op == "call_method" and n.target in ("size", "dim") or n.op == "call_function" and (
-                n.target is getattr and n.args[1] in ("shape", "ndim", "dtype", "device")):
+        if reads_metadata(n):
             continue
         if n.op in ("placeholder", "get_attr", "call_module"):
             return False
@@ -176,9 +181,7 @@ def trace_model(model: nn.Module, example_inputs: Sequence[Any]) -> fx.GraphModu
     try:
         with torch.no_grad():
             graph = tracer.trace(root)
-    except DataDependentError:
-        raise
-    except ConfigError:
+    except ConfigError:  # DataDependentError and the tracer's own one-line errors
         raise
     except Exception as e:  # noqa: BLE001 - whatever the user's forward raises while traced
         at = _user_frame(traceback.extract_tb(e.__traceback__))
