@@ -20,10 +20,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import ConfigError
 from ..search.base import check_columns
-from ..search.evaluation import Evaluate, make_pool
+from ..search.evaluation import Evaluate
 from ..search.pareto import Normalisation, front_indices
+from ..search.session import EvaluationSession
 from ..space import Choice, Config, SearchSpace
-from ..store import Store
+from ..store import ResultStore
 
 #: the largest space ``build_table`` accepts (every sub-network is evaluated)
 MAX_TABLE_SIZE = 20_000
@@ -153,7 +154,7 @@ def _space_of(obj: Any) -> SearchSpace:
 
 
 def build_table(supernet: Any, evaluate: Evaluate, columns: Sequence[str], out_path: str | os.PathLike, *,
-                store: Store | str | os.PathLike | None = None, workers: int = 1, ray_address: str | None = None,
+                store: ResultStore | str | os.PathLike | None = None, workers: int = 1, ray_address: str | None = None,
                 progress: bool = True, resume: bool = True, meta: Mapping[str, Any] | None = None,
                 retries: int = 1, max_size: int = MAX_TABLE_SIZE) -> Table:
     """Evaluate every sub-network of ``supernet.space`` (or of a SearchSpace) with ``evaluate`` and save the
@@ -171,18 +172,11 @@ def build_table(supernet: Any, evaluate: Evaluate, columns: Sequence[str], out_p
         raise ConfigError(f"the space has {size} sub-networks; a benchmark table is limited to {max_size} "
                           f"(reduce the space's choices)")
     out_path = Path(out_path).with_suffix(".csv")
-    db = store if isinstance(store, Store) else Store(store or out_path.with_suffix(".db"))
-    try:
-        done = {r.key: r.values for r in db.records(TABLE_RUN)
-                if r.status == "ok" and all(c in r.values for c in cols)}
-        if done and not resume:
-            raise ConfigError(f"{db.path} already holds table results; resume or remove it")
-        db.add_run(TABLE_RUN, {"kind": "table", "columns": cols, "size": size})
-        todo = [c for c in space.enumerate() if space.key(c) not in done]
-        failed = _evaluate_all(space, evaluate, cols, todo, db, done, workers, retries, ray_address, progress, size)
-    finally:
-        if not isinstance(store, Store):
-            db.close()
+    with EvaluationSession(space, evaluate, cols, store=store or out_path.with_suffix(".db"), run=TABLE_RUN,
+                           meta={"kind": "table", "columns": cols, "size": size}, resume=resume, workers=workers,
+                           retries=retries, ray_address=ray_address) as session:
+        failed = _evaluate_all(session, size, progress)
+        done = {k: r.values for k, r in session.stored.items()}
     table = make_table(space, cols, {space.key(c): done[space.key(c)] for c in space.enumerate()
                                      if space.key(c) in done},
                        {**dict(meta or {}), "size": size, "failed": failed})
@@ -190,29 +184,16 @@ def build_table(supernet: Any, evaluate: Evaluate, columns: Sequence[str], out_p
     return table
 
 
-def _evaluate_all(space: SearchSpace, evaluate: Evaluate, cols: list[str], todo: list[Config], db: Store,
-                  done: dict[str, Mapping[str, float]], workers: int, retries: int, ray_address: str | None,
-                  progress: bool, size: int) -> int:
-    """Evaluate ``todo`` chunk by chunk, committing each result to ``db`` and ``done``; returns #failed."""
+def _evaluate_all(session: EvaluationSession, size: int, progress: bool) -> int:
+    """Evaluate every sub-network the session's run does not hold yet, chunk by chunk; returns #failed."""
+    todo = [c for c in session.space.enumerate() if not session.measured(session.space.key(c))]
     failed = 0
     bar = Progress(TextColumn("table"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), TextColumn("{task.description}"), disable=not progress)
-    if not todo:
-        return 0
-    pool = make_pool(evaluate, cols, workers, retries, ray_address)
-    try:
-        with bar:
-            task = bar.add_task("", total=size, completed=size - len(todo))
-            for start in range(0, len(todo), CHUNK):
-                for out in pool.map(todo[start:start + CHUNK]):
-                    key = space.key(out.config)
-                    if out.ok:
-                        db.put(TABLE_RUN, key, out.config, out.values, elapsed_s=out.elapsed_s)
-                        done[key] = out.values
-                    else:
-                        db.put(TABLE_RUN, key, out.config, {}, status="failed", error=out.error)
-                        failed += 1
-                    bar.update(task, advance=1, description=f"failed={failed}")
-    finally:
-        pool.close()
+    with bar:
+        task = bar.add_task("", total=size, completed=size - len(todo))
+        for start in range(0, len(todo), CHUNK):
+            for got in session.evaluate_many(todo[start:start + CHUNK]):
+                failed += not got.outcome.ok
+                bar.update(task, advance=1, description=f"failed={failed}")
     return failed

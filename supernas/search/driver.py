@@ -17,11 +17,12 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import ConfigError
 from ..space import Config, SearchSpace
-from ..store import Store
+from ..store import ResultStore
 from .base import Strategy, check_columns, create_strategy, parse_constraints
-from .evaluation import Evaluate, Outcome, make_pool
+from .evaluation import Evaluate
 from .pareto import Normalisation, front_indices, minimisation, target_groups
 from .progress import SearchProgress
+from .session import EvaluationSession
 
 DEFAULT_BATCH = 16
 
@@ -93,19 +94,13 @@ def _space_of(obj: Any) -> SearchSpace:
     raise ConfigError(f"search needs a SearchSpace or a Supernet, got {type(obj).__name__}")
 
 
-def _open_store(store: Store | str | os.PathLike | None) -> tuple[Store | None, bool]:
-    if store is None or isinstance(store, Store):
-        return store, False
-    return Store(store), True
-
-
 def _front(points: Sequence[Point], columns: list[str]) -> tuple[list[Point], Point | None]:
     idx, knee = front_indices([p.values for p in points], columns)  # points are the feasible ones already
     return [points[i] for i in idx], (points[knee] if knee is not None else None)
 
 
 def search(space_or_supernet: Any, evaluate: Evaluate, columns: Sequence[str], *, strategy: str | Strategy = "linas",
-           evaluations: int = 200, seed: int = 0, store: Store | str | os.PathLike | None = None,
+           evaluations: int = 200, seed: int = 0, store: ResultStore | str | os.PathLike | None = None,
            run: str = "search", constraints: Any = None, workers: int = 1, ray_address: str | None = None,
            batch_size: int = DEFAULT_BATCH, progress: bool = True, resume: bool = True,
            bounds: Mapping[str, Sequence[float]] | None = None, anchors: bool = True, retries: int = 1,
@@ -136,76 +131,47 @@ def search(space_or_supernet: Any, evaluate: Evaluate, columns: Sequence[str], *
                                 **dict(strategy_options or {}))
     norm = Normalisation.from_bounds(cols, bounds) if bounds is not None else None
 
-    db, owned = _open_store(store)
-    cached: dict[str, Any] = {}
-    if db is not None:
-        cached = {r.key: r for r in db.records(run) if r.status == "ok" and all(c in r.values for c in cols)}
-        if db.records(run) and not resume:
-            raise ConfigError(f"run {run!r} already holds results in {db.path}; resume it or pick another run name")
-        db.add_run(run, {"kind": "search", "strategy": strat.name, "seed": seed, "columns": cols,
-                         "constraints": [str(c) for c in cons], "evaluations": evaluations})
-        if hasattr(evaluate, "latency_baselines"):  # drift-corrected latency: one baseline per run
-            evaluate.keep_latency_baselines(db.run_meta(run).get("latency_baselines", {}))
-            db.add_run(run, {"latency_baselines": evaluate.latency_baselines()})
-    pool = make_pool(evaluate, cols, workers, retries, ray_address)
+    session = EvaluationSession(space, evaluate, cols, store=store, run=run, resume=resume, workers=workers,
+                                retries=retries, ray_address=ray_address,
+                                meta={"kind": "search", "strategy": strat.name, "seed": seed, "columns": cols,
+                                      "constraints": [str(c) for c in cons], "evaluations": evaluations})
     history: list[Evaluation] = []
     ok_feasible: list[Point] = []
     hv: list[float] = []
     bar = SearchProgress(evaluations, cols, enabled=progress)
 
-    def record(out: Outcome, was_cached: bool) -> None:
-        key = space.key(out.config)
-        if db is not None and not was_cached:
-            if out.ok:
-                db.put(run, key, out.config, out.values, elapsed_s=out.elapsed_s)
-            else:
-                db.put(run, key, out.config, {}, status="failed", error=out.error, elapsed_s=out.elapsed_s)
-        ev = Evaluation(key, out.config, dict(out.values), "ok" if out.ok else "failed", out.error,
-                        out.elapsed_s, was_cached)
-        history.append(ev)
-        if ev.status == "ok" and all(c.ok(ev.values) for c in cons):
-            ok_feasible.append(ev)
-        hv.append(norm.hypervolume([p.values for p in ok_feasible]) if norm is not None else 0.0)
-        bar.update(ev, ok_feasible, hv[-1])
-
     def run_batch(cfgs: list[Config]) -> None:
-        keys = [space.key(c) for c in cfgs]
-        todo = [c for c, k in zip(cfgs, keys) if k not in cached]
-        fresh = pool.map(todo)
         outcomes = []
-        for cfg, key in zip(cfgs, keys):
-            if key in cached:
-                out, was_cached = Outcome(cfg, {c: cached[key].values[c] for c in cols}, None,
-                                          cached[key].elapsed_s), True
-            else:
-                out, was_cached = next(fresh), False  # in submission order, as they complete
-            record(out, was_cached)
+        for got in session.evaluate_many(cfgs):
+            out = got.outcome
+            ev = Evaluation(got.key, out.config, dict(out.values), "ok" if out.ok else "failed", out.error,
+                            out.elapsed_s, got.cached)
+            history.append(ev)
+            if ev.status == "ok" and all(c.ok(ev.values) for c in cons):
+                ok_feasible.append(ev)
+            hv.append(norm.hypervolume([p.values for p in ok_feasible]) if norm is not None else 0.0)
+            bar.update(ev, ok_feasible, hv[-1])
             outcomes.append(out)
         strat.tell(cfgs, [o.values if o.ok else None for o in outcomes])
 
-    try:
-        with bar:
-            if anchors:
-                first = [c for c in _unique(space, [space.smallest(), space.largest()])][:evaluations]
-                for c in first:
-                    strat.asked.add(space.key(c))
-                run_batch(first)
-            if norm is None:
-                measured = [e.values for e in history if e.status == "ok"]
-                if not measured:
-                    raise ConfigError("cannot fix hypervolume bounds: the anchors failed to evaluate; "
-                                      "give bounds= or check the evaluator")
-                norm = Normalisation.from_values(cols, measured)
-                hv[:] = [norm.hypervolume([p.values for p in ok_feasible[: i + 1]]) for i in range(len(hv))]
-            while len(history) < evaluations:
-                cfgs = strat.ask(min(batch_size, evaluations - len(history)))
-                if not cfgs:
-                    break  # the space is exhausted
-                run_batch(cfgs)
-    finally:
-        pool.close()
-        if owned and db is not None:
-            db.close()
+    with session, bar:
+        if anchors:
+            first = [c for c in _unique(space, [space.smallest(), space.largest()])][:evaluations]
+            for c in first:
+                strat.asked.add(space.key(c))
+            run_batch(first)
+        if norm is None:
+            measured = [e.values for e in history if e.status == "ok"]
+            if not measured:
+                raise ConfigError("cannot fix hypervolume bounds: the anchors failed to evaluate; "
+                                  "give bounds= or check the evaluator")
+            norm = Normalisation.from_values(cols, measured)
+            hv[:] = [norm.hypervolume([p.values for p in ok_feasible[: i + 1]]) for i in range(len(hv))]
+        while len(history) < evaluations:
+            cfgs = strat.ask(min(batch_size, evaluations - len(history)))
+            if not cfgs:
+                break  # the space is exhausted
+            run_batch(cfgs)
     return _result(run, strat, seed, cols, cons, history, ok_feasible, hv, norm)
 
 

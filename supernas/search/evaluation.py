@@ -10,12 +10,24 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..errors import ConfigError
 from ..space import Config
 
 Evaluate = Callable[[Config], Mapping[str, float]]
+
+
+@runtime_checkable
+class DriftCorrected(Protocol):
+    """An evaluate function whose latencies are relative to a calibrated reference (``measure.Evaluator``):
+    a run keeps one set of baselines across sessions, in its metadata, so resumed measurements compare."""
+
+    def latency_baselines(self) -> dict[str, float]:
+        """``{target: reference ms}``, calibrating what is missing."""
+
+    def keep_latency_baselines(self, baselines: Mapping[str, float]) -> None:
+        """Measure against ``baselines`` from now on."""
 
 
 @dataclass

@@ -20,12 +20,12 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..errors import StoreError, warn
 from ..measure.objectives import split_column
+from .base import Record
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -75,24 +75,6 @@ def _set_wal(conn: sqlite3.Connection) -> None:
             if not ("locked" in str(e) or "busy" in str(e)) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
-
-
-@dataclass
-class Record:
-    """One evaluated config of a run, with every column measured for it."""
-
-    run: str
-    key: str
-    config: dict[str, Any]
-    values: dict[str, float] = field(default_factory=dict)
-    status: str = "ok"
-    time: float = 0.0
-    elapsed_s: float | None = None
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"run": self.run, "key": self.key, "config": self.config, "values": self.values,
-                "status": self.status, "time": self.time, "elapsed_s": self.elapsed_s, "error": self.error}
 
 
 def _column(target: str, objective: str) -> str:
