@@ -32,7 +32,8 @@ from supernas import count  # noqa: E402
 from supernas.config import load_config  # noqa: E402
 from supernas.data import loaders  # noqa: E402
 from supernas.pipeline import build_supernet, load_data  # noqa: E402
-from supernas.train import TrainConfig, make_optimizer, make_scheduler, subnet_accuracy, top1, train  # noqa: E402
+from supernas.train import (TrainConfig, evaluate_accuracy, make_optimizer, make_scheduler, subnet_accuracy,  # noqa: E402
+                            train)
 from supernas.train.bn import recalibrate_bn, zero_init_residual  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,7 +187,7 @@ def main() -> None:
         scratch_s = train_static(model, data, stc)
         model.to(memory_format=torch.contiguous_format)
         recalibrate_bn(model, calib, tc.bn_calib_batches)
-        twins[key] = (100 * top1(model, test), scratch_s)
+        twins[key] = (100 * evaluate_accuracy(model, test)["accuracy"], scratch_s)
         if twins_file:
             twins_file.write_text(json.dumps(twins))
         row[3], row[4] = twins[key]

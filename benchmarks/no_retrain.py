@@ -30,7 +30,7 @@ from _results import write_section  # noqa: E402
 
 from supernas import count  # noqa: E402
 from supernas.data import loaders  # noqa: E402
-from supernas.train import (TrainConfig, make_optimizer, make_scheduler, subnet_accuracy, top1,  # noqa: E402
+from supernas.train import (TrainConfig, evaluate_accuracy, make_optimizer, make_scheduler, subnet_accuracy,  # noqa: E402
                             zero_init_residual)
 from supernas.train.recipes import build, recipe, train_recipe  # noqa: E402
 
@@ -58,7 +58,7 @@ def train_static(model: torch.nn.Module, data, cfg: TrainConfig) -> float:
             F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing).backward()
             opt.step()
             sched.step()
-    return top1(model, val_loader)
+    return evaluate_accuracy(model, val_loader)["accuracy"]
 
 
 def supernet_job(seed: int, epochs: int, num_random: int) -> dict[str, Any]:

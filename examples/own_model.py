@@ -21,7 +21,7 @@ import torch
 import supernas as sn
 from supernas.data import load_dataset, loaders
 from supernas.measure import Evaluator
-from supernas.measure.accuracy import evaluate_accuracy
+from supernas.measure import evaluate_accuracy
 from supernas.search import search
 from supernas.train import recalibrate_bn, train
 

@@ -103,7 +103,7 @@ def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[st
     objectives and, when the data has a test split, its test accuracy (text: the dev file's)."""
     from .data import loaders
     from .export import export
-    from .measure.accuracy import evaluate_accuracy
+    from .measure import evaluate_accuracy
     from .train import recalibrate_bn
 
     loaded = [(net, bundle)] if net is not None and bundle is not None else []
@@ -133,7 +133,7 @@ def _export_quantized(cfg: RunConfig, paths: RunPaths, net: Supernet, bundle: An
     with the FP32 sub-network (top-1 agreement, max logit difference) and test accuracy are recorded."""
     from .data import loaders
     from .export import export
-    from .measure.accuracy import evaluate_accuracy
+    from .measure import evaluate_accuracy
     from .quantize import agreement
 
     evaluator = make_evaluator(cfg, net, bundle, ["bytes"], paths=paths)

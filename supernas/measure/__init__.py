@@ -1,5 +1,5 @@
 """Measurement: cost counts, accuracy, latency per hardware target, memory, latency lookup tables."""
-from .accuracy import evaluate_accuracy
+from ..train.evaluate import evaluate_accuracy
 from .counting import count, count_bytes, count_macs, count_params
 from .evaluator import Evaluator, MeasureContext
 from .latency import LatencyResult, measure_latency

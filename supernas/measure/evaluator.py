@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..space import Config
 from ..train.bn import recalibrate_bn
-from .accuracy import evaluate_accuracy
+from ..train.evaluate import evaluate_accuracy
 from .counting import count_bytes, count_macs, count_params
 from .latency import LatencyReference, measure_latency
 from .lut import example_input, median_reference
