@@ -31,7 +31,7 @@ from _results import write_section  # noqa: E402
 from supernas import count  # noqa: E402
 from supernas.config import load_config  # noqa: E402
 from supernas.data import loaders  # noqa: E402
-from supernas.pipeline import build_supernet, load_data  # noqa: E402
+from supernas.run import build_supernet, load_data  # noqa: E402
 from supernas.train import (TrainConfig, evaluate_accuracy, make_optimizer, make_scheduler, subnet_accuracy,  # noqa: E402
                             train)
 from supernas.train.bn import recalibrate_bn, zero_init_residual  # noqa: E402

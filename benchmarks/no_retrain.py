@@ -31,11 +31,20 @@ from _results import write_section  # noqa: E402
 from supernas import count  # noqa: E402
 from supernas.data import loaders  # noqa: E402
 from supernas.train import (TrainConfig, evaluate_accuracy, make_optimizer, make_scheduler, subnet_accuracy,  # noqa: E402
-                            zero_init_residual)
-from supernas.train.recipes import build, recipe, train_recipe  # noqa: E402
+                            train, zero_init_residual)
+from supernas.run import build_supernet, default_config, load_data  # noqa: E402
 
 GOAL = 1.5
-RECIPE = "embedded-default"
+RECIPE = "the embedded default (supernas/run/default.yaml)"
+
+
+def build(seed: int) -> tuple[Any, Any, dict[str, Any]]:
+    """The default run's supernet with initial weights from ``seed``, its data (split with the run's own
+    seed, the same for every training seed) and its training settings with ``seed``."""
+    cfg = default_config()
+    data = load_data(cfg)
+    net = build_supernet(cfg.model_copy(update={"seed": seed}), data)
+    return net, data, {**cfg.train.model_dump(), "seed": seed}
 
 
 def sub_networks(space, num_random: int) -> dict[str, dict]:
@@ -65,7 +74,8 @@ def supernet_job(seed: int, epochs: int, num_random: int) -> dict[str, Any]:
     """Train the recipe's supernet with ``seed``; validation accuracy of every picked sub-network."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    net, data, result = train_recipe(RECIPE, progress=False, epochs=epochs, eval_every=0, seed=seed)
+    net, data, settings = build(seed)
+    result = train(net, data, config={**settings, "epochs": epochs, "eval_every": 0}, progress=False)
     elapsed = time.perf_counter() - t0
     cfg = result.config
     acc = {}
@@ -79,7 +89,7 @@ def supernet_job(seed: int, epochs: int, num_random: int) -> dict[str, Any]:
 def scratch_job(name: str, seed: int, epochs: int, num_random: int) -> tuple[str, int, float]:
     """Train sub-network ``name`` from fresh weights (drawn with ``seed``) with the recipe's settings."""
     torch.set_num_threads(1)
-    net, data, settings = build(RECIPE, seed=seed)  # fresh weights from the seed, like the supernet's
+    net, data, settings = build(seed)  # fresh weights from the seed, like the supernet's
     sub = sub_networks(net.space, num_random)[name]
     cfg = TrainConfig.make(settings, epochs=epochs, seed=seed)
     model = net.extract(sub).train()
@@ -98,8 +108,8 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    epochs = args.epochs or recipe(RECIPE)["train"]["epochs"]
-    net, _, _ = build(RECIPE)
+    epochs = args.epochs or default_config().train.epochs
+    net, _, _ = build(0)
     picks = sub_networks(net.space, args.random)
     macs = {n: count(net.extract(c).eval(), (1, net.in_channels, net.image_size, net.image_size))["macs"]
             for n, c in picks.items()}

@@ -29,7 +29,7 @@ from scipy.stats import kendalltau
 
 from supernas.data import loaders
 from supernas.measure import Evaluator
-from supernas.pipeline import make_evaluator, run_from_dir, trained_supernet
+from supernas.run import make_evaluator, run_from_dir, trained_supernet
 from supernas.predict import FeatureMap, build_cost_table, fit_predictor, quality
 from supernas.store import Store
 

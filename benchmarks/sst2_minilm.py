@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._results import write_section  # noqa: E402
 from supernas.config import load_config  # noqa: E402
 from supernas.measure.latency import measure_latency  # noqa: E402
-from supernas.pipeline import RunPaths, trained_supernet  # noqa: E402
-from supernas.pipeline_export import exported_picks  # noqa: E402
+from supernas.run import RunPaths, trained_supernet  # noqa: E402
+from supernas.run.picks import exported_picks  # noqa: E402
 
 
 def run_documented_command(config: Path, data: Path, out: Path, reuse: bool) -> dict:

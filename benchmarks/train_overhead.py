@@ -19,10 +19,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section  # noqa: E402
 
-from supernas.supernets import create_supernet  # noqa: E402
+from supernas.run import build_supernet, default_config, load_data  # noqa: E402
 from supernas.train import TrainConfig, make_optimizer, sandwich_step, step_configs  # noqa: E402
 from supernas.train.distributed import DistInfo  # noqa: E402
-from supernas.train.recipes import recipe  # noqa: E402
 from supernas.train.sampling import step_rng  # noqa: E402
 
 
@@ -35,9 +34,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    r = recipe("embedded-default")
-    net = create_supernet(**r["supernet"]).train()
-    cfg = TrainConfig.make(r["train"], distill=True)
+    run = default_config()
+    net = build_supernet(run, load_data(run)).train()
+    cfg = TrainConfig.make(run.train, distill=True)
     cfgs = step_configs(net.space, "sandwich", cfg.num_random, step_rng(0, 0, 0))
     k = len(cfgs)
     x = torch.randn(args.batch, net.in_channels, net.image_size, net.image_size)

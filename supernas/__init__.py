@@ -14,7 +14,7 @@ _LAZY = {"count": "measure", "Choice": "space", "Config": "space", "SearchSpace"
          "Supernet": "supernets", "create_supernet": "supernets", "list_families": "supernets",
          "make_elastic": "supernets"}
 _SUBMODULES = ("data", "elastic", "measure", "space", "supernets", "train", "search", "predict", "report",
-               "store", "export", "bench", "config", "pipeline")
+               "store", "export", "quantize", "bench", "config", "run")
 __all__ = ["CheckpointError", "Choice", "Config", "ConfigError", "DataError", "SearchSpace", "StoreError",
            "Supernet", "SupernasError", "count", "create_supernet", "list_families", "make_elastic"]
 

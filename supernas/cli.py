@@ -26,7 +26,7 @@ _python_showwarning = warnings.showwarning
 
 def _load(config: Optional[Path], out: Optional[Path]):
     from .config import load_config
-    from .pipeline import default_config
+    from .run import default_config
 
     cfg = load_config(config) if config is not None else default_config()
     if out is not None:
@@ -50,7 +50,7 @@ def run(config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML
 
     A killed run resumes where it stopped when started again with the same run directory."""
     from .config import dump_config as dump
-    from .pipeline import run_all
+    from .run import run_all
 
     cfg = _load(config, out)
     if dump_config:
@@ -65,7 +65,7 @@ def train(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
                                      "and results) and start over."),
           quiet: bool = QuietOpt) -> None:
     """Train the supernet of a run file (resumes from the last complete checkpoint)."""
-    from .pipeline import open_run, train_step
+    from .run import open_run, train_step
 
     cfg = _load(config, out)
     paths = open_run(cfg, fresh=fresh, console=console)
@@ -78,7 +78,7 @@ def search(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
                                        "from its result store (default), or refuse to touch a run that holds results."),
            quiet: bool = QuietOpt) -> None:
     """Search the trained supernet of a run (needs `supernas train` first)."""
-    from .pipeline import open_run, search_step
+    from .run import open_run, search_step
 
     cfg = _load(config, out)
     paths = open_run(cfg, console=console)
@@ -96,7 +96,7 @@ def measure(config: Optional[Path] = typer.Argument(None, help="YAML run file (d
             untrained: bool = typer.Option(False, "--untrained", help="Measure a freshly built supernet "
                                            "instead of the run's checkpoint (costs and latency only).")) -> None:
     """Measure given sub-networks on the run's targets and print a table."""
-    from .pipeline import measure_step
+    from .run import measure_step
 
     cfg = _load(config, out)
     cols = [c.strip() for c in objectives.split(",") if c.strip()] if objectives else None
@@ -115,7 +115,7 @@ def space(config: Optional[Path] = typer.Argument(None, help="YAML run file (def
     """Print the run's search space: every choice, its options and when it is active (nothing is trained)."""
     from rich.table import Table
 
-    from .pipeline import build_supernet, load_data, search_space
+    from .run import build_supernet, load_data, search_space
 
     cfg = _load(config, None)
     net = build_supernet(cfg, load_data(cfg))
@@ -139,8 +139,8 @@ def export(run_dir: Path = typer.Argument(..., help="A run directory."),
            format: str = typer.Option("onnx,torch", "--format", help="Comma-separated: onnx, torch, torchscript.")
            ) -> None:
     """Export one sub-network of a searched run, verified in ONNX Runtime / PyTorch."""
-    from .pipeline import run_from_dir
-    from .pipeline_export import export_pick
+    from .run import run_from_dir
+    from .run import export_pick
 
     cfg, paths = run_from_dir(run_dir)
     res = export_pick(cfg, paths, pick, [f.strip() for f in format.split(",") if f.strip()])
@@ -150,8 +150,8 @@ def export(run_dir: Path = typer.Argument(..., help="A run directory."),
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """(Re)write the HTML report, plots and front table of a run."""
-    from .pipeline import run_from_dir
-    from .pipeline_export import report_step
+    from .run import run_from_dir
+    from .run import report_step
 
     cfg, paths = run_from_dir(run_dir)
     console.print(f"report: {report_step(cfg, paths)}")
@@ -163,7 +163,7 @@ def bench_table(config: Path = ConfigArg, out: Optional[Path] = OutOpt,
                                                      "(default: RUN_DIR/table.csv)."),
                 quiet: bool = QuietOpt) -> None:
     """Evaluate EVERY sub-network of a small space with the run's trained supernet (resumable)."""
-    from .pipeline import bench_table_step, open_run
+    from .run import bench_table_step, open_run
 
     cfg = _load(config, out)
     paths = open_run(cfg)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from supernas.errors import ConfigError
-from supernas.pipeline import SEARCH_RUN, RunPaths, default_config
-from supernas.pipeline_export import pick_config
+from supernas.run import SEARCH_RUN, RunPaths, default_config
+from supernas.run.picks import pick_config
 from supernas.report import front_table
 from supernas.search import front_indices, parse_constraints, search
 from supernas.space import Choice, SearchSpace

@@ -13,7 +13,7 @@ import yaml
 from cli_helpers import assert_one_line, cli
 from supernas.config import parse_config
 from supernas.errors import PreflightError
-from supernas.preflight import disk_estimate, preflight, ray_handshake, ray_problem
+from supernas.run.preflight import disk_estimate, preflight, ray_handshake, ray_problem
 from test_reliability_inputs import run_file
 
 

@@ -16,7 +16,7 @@ import yaml
 from cli_helpers import assert_one_line, cli
 import supernas as sn
 from supernas.config import parse_config
-from supernas.pipeline import open_run
+from supernas.run import open_run
 from supernas.train.checkpoint import plain, save_checkpoint
 
 TINY_ARGS = {"width_mult": 0.25, "stem_stride": 1, "dropout": 0.0, "depths": [1, 2], "kernel_sizes": [3, 5],
@@ -142,7 +142,7 @@ def test_image_folder_without_channels_setting_loads(tmp_path, capsys):
     """A folder dataset with ``channels`` left unset uses the reader's default (was: 'got None')."""
     from PIL import Image
 
-    from supernas.pipeline import load_data
+    from supernas.run import load_data
 
     for cls in ("a", "b"):
         (tmp_path / "images" / cls).mkdir(parents=True)

@@ -9,7 +9,7 @@ import yaml
 
 from supernas.config import parse_config
 from supernas.measure.machine import cpu_flags, describe_machine, library_versions
-from supernas.pipeline_facts import record_step, run_facts, step_times, training_history
+from supernas.run.facts import record_step, run_facts, step_times, training_history
 
 
 def _figure(page: str, plot_id: str) -> dict:

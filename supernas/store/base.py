@@ -2,7 +2,6 @@
 (what the evaluation session, the picks and the report need from a store). ``sqlite.Store`` implements it."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, runtime_checkable
@@ -48,10 +47,3 @@ class ResultStore(Protocol):
     def close(self) -> None:
         """Release the store's handles."""
 
-
-def open_store(store: ResultStore | str | os.PathLike | None) -> tuple[ResultStore | None, bool]:
-    """``(store, owned)``: a path opens a SQLite store (owned: the caller closes it); a store is used as is."""
-    if store is None or isinstance(store, ResultStore):
-        return store, False
-    from .sqlite import Store
-    return Store(store), True

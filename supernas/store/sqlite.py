@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from ..errors import StoreError, warn
 from ..measure.objectives import split_column
-from .base import Record
+from .base import Record, ResultStore
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -392,3 +392,10 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r}{', readonly=True' if self.readonly else ''})"
+
+
+def open_store(store: ResultStore | str | os.PathLike | None) -> tuple[ResultStore | None, bool]:
+    """``(store, owned)``: a path opens a SQLite store (owned: the caller closes it); a store is used as is."""
+    if store is None or isinstance(store, ResultStore):
+        return store, False
+    return Store(store), True

@@ -16,6 +16,8 @@ from ..registry import Registry
 from ..space import Config, SearchSpace
 
 _FAMILIES: Registry[type["Supernet"]] = Registry("supernet family")
+#: family -> loader of a published checkpoint file, ``loader(path, **kwargs) -> Supernet``
+_PRETRAINED: Registry[Callable[..., "Supernet"]] = Registry("pretrained checkpoint loader")
 
 
 class InputResize(nn.Module):
@@ -47,11 +49,6 @@ class Supernet(nn.Module):
 
     family: str = "?"
     space: SearchSpace
-
-    @classmethod
-    def from_pretrained(cls, path: str, **kwargs: Any) -> "Supernet":
-        """The family's supernet holding a published checkpoint (a family that has a format overrides this)."""
-        raise ConfigError(f"supernet family {cls.family!r} cannot load a pretrained checkpoint file")
 
     def __init__(self) -> None:
         super().__init__()
@@ -159,6 +156,15 @@ def register_family(name: str) -> Callable[[type[Supernet]], type[Supernet]]:
     return deco
 
 
+def register_pretrained(family: str) -> Callable[[Callable[..., Supernet]], Callable[..., Supernet]]:
+    """Decorator registering ``fn(path, **kwargs) -> Supernet`` as the checkpoint loader of ``family``."""
+
+    def deco(fn: Callable[..., Supernet]) -> Callable[..., Supernet]:
+        return _PRETRAINED.add(family, fn)
+
+    return deco
+
+
 def list_families() -> list[str]:
     return _FAMILIES.names()
 
@@ -236,7 +242,11 @@ def create_supernet(name: str, pretrained: str | None = None, **kwargs: Any) -> 
     checkpoint file the family can load (``mbv3``: a Once-for-All MobileNetV3 supernet), its sizes read from
     the file and ``kwargs`` the remaining arguments."""
     if pretrained is not None:
-        return family_class(name).from_pretrained(pretrained, **kwargs)
+        family_class(name)  # an unknown family is named as such
+        if name not in _PRETRAINED:
+            raise ConfigError(f"supernet family {name!r} cannot load a pretrained checkpoint file (families that "
+                              f"can: {', '.join(_PRETRAINED.names())})")
+        return _PRETRAINED.get(name)(pretrained, **kwargs)
     arch = supernet_arch(name, **kwargs)
     require_memory(name, _meta_weight_bytes(name, kwargs))
     net = family_class(name)(**kwargs)

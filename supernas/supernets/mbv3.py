@@ -177,13 +177,6 @@ class MobileNetV3Supernet(Supernet):
         self.space = SearchSpace(choices)
         self.set_active(self.space.largest())
 
-    @classmethod
-    def from_pretrained(cls, path: str, **kwargs: Any) -> "MobileNetV3Supernet":
-        """A Once-for-All MobileNetV3 supernet checkpoint (see :func:`supernas.supernets.ofa.load_ofa_mbv3`)."""
-        from .ofa import load_ofa_mbv3
-
-        return load_ofa_mbv3(path, **kwargs)
-
     def _apply_config(self, cfg: Config) -> None:
         for s, stage in enumerate(self.stages, 1):
             stage.active_depth = cfg[f"stage{s}.depth"]

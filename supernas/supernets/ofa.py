@@ -16,7 +16,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..space import Config
-from .base import create_supernet
+from .base import create_supernet, register_pretrained
 from .mbv3 import STAGE_WIDTHS, MobileNetV3Supernet
 from .pretrained import NameMap, read_state_dict, shape_problem
 
@@ -64,6 +64,7 @@ def _max_depth(state: Mapping[str, torch.Tensor]) -> int:
     return max(blocks) // len(STAGE_WIDTHS)
 
 
+@register_pretrained("mbv3")
 def load_ofa_mbv3(path: str | Path, width_mult: float | None = None, kernel_sizes: Sequence[int] = (3, 5, 7),
                   expand_ratios: Sequence[float] = (3, 4, 6), depths: Sequence[int] | None = None,
                   **args: Any) -> MobileNetV3Supernet:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from .base import Supernet, create_supernet
+from .base import Supernet, create_supernet, register_pretrained
 
 RATIO_STEPS = (0.6, 0.8, 1.0)  # default expand choices: these fractions of the checkpoint's own ratio
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -118,6 +118,7 @@ def resnet_arch(state: Mapping[str, torch.Tensor], depth_deltas: Sequence[int] =
             "stage_widths": tuple(widths), "stem_width": int(state["conv1.weight"].shape[0]), **args}
 
 
+@register_pretrained("resnet")
 def load_torchvision_resnet(path: str | Path, reorder: bool = True, **kwargs: Any) -> Supernet:
     """A ``resnet`` supernet from a torchvision-layout ResNet checkpoint (ResNet-18/34/50/101/152 and
     widened variants): its largest sub-network is the checkpoint's network; ``reorder`` sorts the inner

@@ -269,14 +269,6 @@ class ResNetSupernet(Supernet):
                  for b in range(1, cfg[f"stage{s}.depth"] + 1)]
         return {"stem": ["stem"], **{n: [f"layers.{i}"] for i, n in enumerate(names)}, "head": ["fc"]}
 
-    @classmethod
-    def from_pretrained(cls, path: str, **kwargs: Any) -> "ResNetSupernet":
-        """A torchvision-layout ResNet checkpoint made elastic (see
-        :func:`supernas.supernets.pretrained.load_torchvision_resnet`)."""
-        from .pretrained import load_torchvision_resnet
-
-        return load_torchvision_resnet(path, **kwargs)
-
     def reorder_channels(self) -> None:
         for stage in self.stages:
             for blk in stage.blocks:

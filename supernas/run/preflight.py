@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import RunConfig
-from .errors import DataError, PreflightError, SupernasError
-from .measure.objectives import split_column
-from .measure.targets import unavailable_reason
+from ..config import RunConfig
+from ..errors import DataError, PreflightError, SupernasError
+from ..measure.objectives import split_column
+from ..measure.targets import unavailable_reason
 
 RAY_CONNECT_TIMEOUT_S = 5.0
 RAY_HANDSHAKE_TIMEOUT_S = 60.0
@@ -63,12 +63,12 @@ def used_targets(cfg: RunConfig) -> list[str]:
 def supernet_bytes(cfg: RunConfig) -> int:
     """Bytes of the run's supernet weights (built on the meta device; the data's classes/channels/size are
     the family defaults here, an estimate); over the available memory it is a ConfigError."""
-    from .supernets import supernet_weight_bytes
-    from .supernets.base import require_memory
+    from ..supernets import supernet_weight_bytes
+    from ..supernets.base import require_memory
 
     args = dict(cfg.supernet.args)
     if cfg.supernet.pretrained is not None:
-        from .supernets.hf_bert import read_hf_config, resolve_pretrained
+        from ..supernets.hf_bert import read_hf_config, resolve_pretrained
 
         args = {**read_hf_config(resolve_pretrained(cfg.supernet.pretrained)), **args}
     weight_bytes = supernet_weight_bytes(cfg.supernet.family, **args)
@@ -78,19 +78,9 @@ def supernet_bytes(cfg: RunConfig) -> int:
 
 def data_problem(cfg: RunConfig) -> None:
     """The dataset's path and layout (text: its files), read without decoding anything."""
-    if cfg.data.is_text:
-        from .pipeline_text import text_files
+    from .tasks import task_of
 
-        text_files(cfg)
-        return
-    if cfg.data.is_lm:
-        path = Path(cfg.data.dataset)
-        if not path.is_file():
-            raise DataError(f"language-modelling text {path} is not a file")
-        return
-    from .data import check_dataset
-
-    check_dataset(cfg.data.dataset, kind=cfg.data.kind)
+    task_of(cfg).check_data(cfg)
 
 
 def ray_problem(workers: int, address: str | None) -> str | None:

@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .config import RunConfig
-from .measure.machine import describe_machine, library_versions
-from .search import parse_constraints
-from .train.checkpoint import METRICS
+from ..config import RunConfig
+from ..measure.machine import describe_machine, library_versions
+from ..search import parse_constraints
+from ..train.checkpoint import METRICS
+from .tasks import task_of
 
 STEPS = "steps.jsonl"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -88,13 +89,7 @@ def run_facts(cfg: RunConfig, root: Path) -> dict[str, dict[str, str]]:
     """The report's "Run facts": sections of (label, value) lines."""
     d, t, s = cfg.data, cfg.train, cfg.search
     data = {"dataset": d.dataset, "kind": d.kind or ("digits" if d.dataset == "digits" else "guessed from the path")}
-    if d.is_text and d.text is not None:
-        data["max length"] = str(d.text.max_length)
-    elif d.is_lm:
-        data.update({"window": f"{d.language_model.seq_len} tokens",
-                     "tokens": d.language_model.tokenizer or "characters"})
-    elif not d.is_text:
-        data.update({"image size": str(d.image_size or "the data's"), "augmentation": d.augmentation})
+    data.update(task_of(cfg).data_facts(cfg))
     supernet = {"family": cfg.supernet.family, "arguments": json.dumps(cfg.supernet.args, sort_keys=True) or "{}"}
     if cfg.supernet.pretrained:
         supernet["pretrained"] = cfg.supernet.pretrained

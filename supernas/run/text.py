@@ -12,11 +12,11 @@ from typing import Any
 from tokenizers import Tokenizer
 from torch import nn
 
-from .config import RunConfig, TextDataSection
-from .errors import CheckpointError, ConfigError, DataError
-from .supernets import Supernet, create_supernet
-from .supernets.hf_bert import load_hf_bert, load_hf_tokenizer, read_hf_config, resolve_pretrained
-from .data.text import TextBundle, load_text_bundle
+from ..config import RunConfig, TextDataSection
+from ..errors import CheckpointError, ConfigError, DataError
+from ..supernets import Supernet, create_supernet
+from ..supernets.hf_bert import load_hf_bert, load_hf_tokenizer, read_hf_config, resolve_pretrained
+from ..data.text import TextBundle, load_text_bundle
 
 DEV_NAMES = ("dev", "validation", "valid", "val")
 
@@ -131,7 +131,7 @@ def original_teacher(cfg: RunConfig, bundle: TextBundle, args: dict[str, Any], c
     s = cfg.supernet
     if s.teacher != "original":
         return None
-    from .train import TrainConfig, train
+    from ..train import TrainConfig, train
 
     net = build_text_supernet(cfg, args)
     if s.teacher_epochs == 0:

@@ -1,4 +1,4 @@
-"""The last steps of a run: pick sub-networks from the search results, export them, write the report.
+"""Picking sub-networks from a run's search results and exporting them into the run directory.
 
 Picks (``export.picks`` in the run file, ``supernas export --pick``): ``knee``, ``largest``, ``smallest``,
 ``best-<objective>`` or a row id of front.csv, optionally restricted to evaluated sub-networks with
@@ -12,21 +12,19 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from rich.console import Console
-from rich.table import Table
-
-from .config import RunConfig, parse_pick
-from .errors import ConfigError
-from .measure.objectives import direction
-from .pipeline import SEARCH_RUN, RunPaths, fmt_number, make_evaluator, quantization, search_space, trained_supernet
-from .pipeline_facts import run_facts, timed, training_history
-from .space import Config
-from .supernets import Supernet
+from ..config import RunConfig, parse_pick
+from ..errors import ConfigError
+from ..measure.objectives import direction
+from .build import make_evaluator, quantization, search_space, trained_supernet
+from .facts import timed
+from .paths import SEARCH_RUN, RunPaths
+from ..space import Config
+from ..supernets import Supernet
 
 
 def evaluations_frame(cfg: RunConfig, paths: RunPaths):
     """One row per successfully evaluated config of the run's search (key, config, metric columns)."""
-    from .store import Store
+    from ..store import Store
 
     if not paths.results.exists():
         raise ConfigError(f"{paths.root} has no results yet; run `supernas search` first")
@@ -47,8 +45,8 @@ def pick_config(cfg: RunConfig, paths: RunPaths, pick: str, supernet: Callable[[
     ``smallest`` comes from the front of the sub-networks that satisfy ``search.constraints`` (the front the
     search reported). ``supernet()`` gives the trained supernet and data when a pick needs them (default:
     loaded from the run's checkpoint)."""
-    from .report import front_table
-    from .search import parse_constraints
+    from ..report import front_table
+    from ..search import parse_constraints
 
     p = parse_pick(pick)
     supernet = supernet or (lambda: trained_supernet(cfg, paths))
@@ -101,10 +99,10 @@ def export_pick(cfg: RunConfig, paths: RunPaths, pick: str, formats: Sequence[st
     """Export one picked sub-network (BN-recalibrated on training data) into the run directory; ``net``
     and ``bundle`` default to the run's trained supernet and data. Its ``.json`` records the pick, its
     objectives and, when the data has a test split, its test accuracy (text: the dev file's)."""
-    from .data import loaders
-    from .export import export
-    from .measure import evaluate_accuracy
-    from .train import recalibrate_bn
+    from ..data import loaders
+    from ..export import export
+    from ..measure import evaluate_accuracy
+    from ..train import recalibrate_bn
 
     loaded = [(net, bundle)] if net is not None and bundle is not None else []
 
@@ -131,10 +129,10 @@ def _export_quantized(cfg: RunConfig, paths: RunPaths, net: Supernet, bundle: An
                       formats: Sequence[str], meta: dict[str, Any]):
     """A quantized pick: its FP32 architecture exported as usual plus ``<name>.int8.onnx``, whose agreement
     with the FP32 sub-network (top-1 agreement, max logit difference) and test accuracy are recorded."""
-    from .data import loaders
-    from .export import export
-    from .measure import evaluate_accuracy
-    from .quantize import agreement
+    from ..data import loaders
+    from ..export import export
+    from ..measure import evaluate_accuracy
+    from ..quantize import agreement
 
     evaluator = make_evaluator(cfg, net, bundle, ["bytes"], paths=paths)
     arch, deployed = evaluator.deploy(config)
@@ -164,44 +162,3 @@ def exported_picks(paths: RunPaths) -> list[dict[str, Any]]:
         if isinstance(info, dict) and "pick" in info:
             out.append(info)
     return out
-
-
-def print_picks(console: Console, cfg: RunConfig, picks: Sequence[dict[str, Any]]) -> None:
-    table = Table(title="exported sub-networks")
-    cols = cfg.search.objectives
-    for c in ["pick", *cols, "test accuracy"]:
-        table.add_column(c, justify="left" if c == "pick" else "right")
-    for info in picks:
-        test = info.get("test_accuracy")
-        table.add_row(info["pick"], *(fmt_number(info["metrics"].get(c, float("nan"))) for c in cols),
-                      "-" if test is None else f"{test:.4f}")
-    console.print(table)
-
-
-@timed("report")
-def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None = None) -> Path:
-    from .report import write_report
-
-    df = evaluations_frame(cfg, paths)
-    hv = []
-    if paths.search_json.exists():
-        try:
-            hv = list(enumerate(json.loads(paths.search_json.read_text()).get("hypervolume_history", []), 1))
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            raise ConfigError(f"{paths.search_json} is corrupt; run `supernas search` again to rewrite it "
-                              f"(its evaluations are kept in the store)") from None
-    if exports is None:
-        exports = sorted(p for p in paths.root.iterdir() if p.suffix in (".onnx", ".pt2"))
-    facts = run_facts(cfg, paths.root)
-    summary = {"run file": str(paths.config), "supernet": f"{cfg.supernet.family} {cfg.supernet.args}"
-               + (f" from {cfg.supernet.pretrained}" if cfg.supernet.pretrained else ""),
-               "data": cfg.data.dataset, "strategy": cfg.search.strategy,
-               **({"constraints": facts["search"]["constraints"]} if "constraints" in facts["search"] else {})}
-    for info in exported_picks(paths):
-        values = ", ".join(f"{c} {fmt_number(v)}" for c, v in info["metrics"].items())
-        test = f"; test accuracy {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
-        summary[f"export {info['name']}"] = f"{info['pick']}: {values}{test}"
-    return write_report(paths.root, df, cfg.search.objectives, hv_history=hv, exports=exports,
-                        title=f"supernas report: {cfg.name}", summary=summary,
-                        constraints=cfg.search.constraints or None, facts=facts,
-                        training=training_history(paths.root))
