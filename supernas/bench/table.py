@@ -23,7 +23,7 @@ from ..search.base import check_columns
 from ..search.evaluation import Evaluate
 from ..search.pareto import Normalisation, front_indices
 from ..search.session import EvaluationSession
-from ..space import Choice, Config, SearchSpace
+from ..space import Choice, SearchSpace
 from ..store import ResultStore
 
 #: the largest space ``build_table`` accepts (every sub-network is evaluated)

@@ -9,7 +9,6 @@ objectives and its accuracy on the data's test split (text: the dev file), which
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import RunConfig, parse_pick

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import RunConfig
-from ..errors import DataError, PreflightError, SupernasError
+from ..errors import PreflightError, SupernasError
 from ..measure.objectives import split_column
 from ..measure.targets import unavailable_reason
 

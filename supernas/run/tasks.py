@@ -40,7 +40,18 @@ class Task(Protocol):
         """The report's data lines beyond the dataset and its kind."""
 
 
-class ImageClassification:
+class FromScratch:
+    """A task whose supernet is the run file's family built from its arguments, with no separate teacher."""
+
+    def build_supernet(self, cfg: RunConfig, args: dict[str, Any]) -> Supernet:
+        return create_supernet(cfg.supernet.family, **args)
+
+    def teacher(self, cfg: RunConfig, bundle: Any, args: dict[str, Any], checkpoints: Path,
+                progress: bool = True) -> nn.Module | None:
+        return None
+
+
+class ImageClassification(FromScratch):
     """Folders of images (any layout ``supernas.data`` reads) or the embedded digits; any image family."""
 
     name = "image classification"
@@ -67,13 +78,6 @@ class ImageClassification:
         args.setdefault("in_channels", bundle.in_channels)
         args.setdefault("image_size", bundle.image_size)
         return args
-
-    def build_supernet(self, cfg: RunConfig, args: dict[str, Any]) -> Supernet:
-        return create_supernet(cfg.supernet.family, **args)
-
-    def teacher(self, cfg: RunConfig, bundle: Any, args: dict[str, Any], checkpoints: Path,
-                progress: bool = True) -> nn.Module | None:
-        return None
 
     def data_facts(self, cfg: RunConfig) -> dict[str, str]:
         return {"image size": str(cfg.data.image_size or "the data's"), "augmentation": cfg.data.augmentation}
@@ -114,7 +118,7 @@ class TextClassification:
         return {"max length": str(cfg.data.text.max_length)} if cfg.data.text is not None else {}
 
 
-class LanguageModelling:
+class LanguageModelling(FromScratch):
     """One text file as windows of tokens with next-token targets, for a decoder (the ``custom`` family)."""
 
     name = "language modelling"
@@ -136,13 +140,6 @@ class LanguageModelling:
         args.setdefault("num_classes", bundle.num_classes)  # the vocabulary
         args.setdefault("seq_len", bundle.seq_len)
         return args
-
-    def build_supernet(self, cfg: RunConfig, args: dict[str, Any]) -> Supernet:
-        return create_supernet(cfg.supernet.family, **args)
-
-    def teacher(self, cfg: RunConfig, bundle: Any, args: dict[str, Any], checkpoints: Path,
-                progress: bool = True) -> nn.Module | None:
-        return None
 
     def data_facts(self, cfg: RunConfig) -> dict[str, str]:
         lm = cfg.data.language_model

@@ -81,8 +81,12 @@ class Supernet(nn.Module):
         return InputResize(self._active["resolution"])(x)
 
     def input_shape(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> tuple[int, ...]:
-        """Shape of the input the sub-network ``cfg`` expects (resolution may be a choice)."""
-        raise NotImplementedError
+        """Shape of the input the sub-network ``cfg`` expects: for image families (the default here)
+        ``(batch, in_channels, r, r)`` with ``r`` its ``resolution`` choice, else the supernet's ``image_size``;
+        other inputs (token ids, a user's model's example) override this."""
+        cfg = self.active if cfg is None else self.space.validate(cfg)
+        r = cfg.get("resolution", self.image_size)
+        return (batch, self.in_channels, r, r)
 
     def example_input(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> torch.Tensor:
         """An input for sub-network ``cfg``: zeros of ``input_shape`` (text families return token ids)."""

@@ -6,7 +6,7 @@ MobileNetV3-Large has them. With the defaults the space holds (9^2+9^3+9^4)^5 ~ 
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -182,11 +182,6 @@ class MobileNetV3Supernet(Supernet):
             stage.active_depth = cfg[f"stage{s}.depth"]
             for b, blk in enumerate(stage.blocks, 1):
                 blk.set_active(cfg[f"stage{s}.block{b}.kernel"], cfg[f"stage{s}.block{b}.expand"])
-
-    def input_shape(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> tuple[int, ...]:
-        cfg = self.active if cfg is None else self.space.validate(cfg)
-        r = cfg.get("resolution", self.image_size)
-        return (batch, self.in_channels, r, r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.resize_input(x)

@@ -12,7 +12,7 @@ widths are chosen independently).
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, Mapping, Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
@@ -238,11 +238,6 @@ class ResNetSupernet(Supernet):
             stage.active_depth = cfg[f"stage{i}.depth"]
             for b, blk in enumerate(stage.blocks, 1):
                 blk.set_active(cout, cfg[f"stage{i}.block{b}.expand"])
-
-    def input_shape(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> tuple[int, ...]:
-        cfg = self.active if cfg is None else self.space.validate(cfg)
-        r = cfg.get("resolution", self.image_size)
-        return (batch, self.in_channels, r, r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.resize_input(x)

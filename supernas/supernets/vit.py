@@ -5,7 +5,7 @@ sized for the embedded default data (8x8 grey digits, 10 classes, 2x2 patches).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -71,9 +71,6 @@ class ViTSupernet(Supernet):
     def _apply_config(self, cfg: Config) -> None:
         self.patch_embed.active_dim = cfg["hidden"]
         self.encoder.apply_config(cfg)
-
-    def input_shape(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> tuple[int, ...]:
-        return (batch, self.in_channels, self.image_size, self.image_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.patch_embed(x)
