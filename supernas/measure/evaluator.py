@@ -25,18 +25,21 @@ from .latency import LatencyReference, measure_latency
 from .lut import example_input, median_reference
 from .memory import peak_memory
 from .onnx_model import OnnxModel
+from .proxies import PROXIES, first_batch, proxy_score
 from .objectives import get_objective, register_objective, split_column
 from .targets import TargetSpec, require_available, resolve_targets
 
-#: objectives whose value does not depend on the weights: no BN recalibration needed for them
-WEIGHT_FREE = {"macs", "params", "bytes", "latency_ms", "peak_mem"}
+#: objectives that need no BN recalibration: independent of the weights, or (the zero-cost proxies) scored
+#: with batch statistics
+NO_RECALIBRATION = {"macs", "params", "bytes", "latency_ms", "peak_mem", *PROXIES}
 
 
 @dataclass
 class MeasureContext:
     """What an objective function sees: the sub-network (``model``, static, BN-recalibrated when the
     evaluator has calibration data, eval mode), its ``config``, the ``target`` of a per-target column
-    (None otherwise), the held-out ``eval_loader`` and a per-config ``cache``."""
+    (None otherwise), the held-out ``eval_loader``, a per-config ``cache`` and the labelled training batch
+    the zero-cost proxies score (the same for every config)."""
 
     supernet: nn.Module
     config: Config
@@ -47,6 +50,7 @@ class MeasureContext:
     cache: dict[str, Any] = field(default_factory=dict)
     reference: LatencyReference | None = None
     float_model: nn.Module | None = None
+    proxy_batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def counted_model(self) -> nn.Module:
@@ -126,6 +130,18 @@ def _peak_mem(ctx: MeasureContext) -> float:
     return float(peak_memory(ctx.model, ctx.example(), ctx.target))
 
 
+def _bind_proxy(name: str) -> None:
+    @_bind(name)
+    def _proxy(ctx: MeasureContext) -> float:
+        if ctx.proxy_batch is None:
+            raise ConfigError(f"{name} needs a training batch (calib_loader or data)")
+        return proxy_score(name, ctx.counted_model, ctx.proxy_batch, ctx.example(batch=1))  # FP32 if deployed
+
+
+for _name in PROXIES:
+    _bind_proxy(_name)
+
+
 # --------------------------------------------------------------------------------- evaluator
 def _loaders_from(data: Any) -> tuple[Any, Any]:
     """(calibration, evaluation) loaders from a ``DataBundle`` or a ``(train, val)`` pair of loaders."""
@@ -188,6 +204,7 @@ class Evaluator:
             require_available(spec)
         self._baselines = dict(latency_baselines or {})
         self._reference: LatencyReference | None = None
+        self._proxy_batch: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _latency_targets(self) -> list[TargetSpec]:
         return [self.targets[t] for c in self.columns for o, t in [split_column(c)]
@@ -217,11 +234,20 @@ class Evaluator:
 
     def __getstate__(self) -> dict[str, Any]:
         self.latency_baselines()  # every copy measures against the same baselines
+        self.proxy_batch()  # and scores its proxies on the same batch
         return dict(self.__dict__)
+
+    def proxy_batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The first training batch (else evaluation batch), taken once: every config's proxies see it."""
+        if self._proxy_batch is None and any(split_column(c)[0] in PROXIES for c in self.columns):
+            loader = self.calib_loader if self.calib_loader is not None else self.eval_loader
+            if loader is not None:
+                self._proxy_batch = first_batch(loader)
+        return self._proxy_batch
 
     @property
     def needs_weights(self) -> bool:
-        return any(split_column(c)[0] not in WEIGHT_FREE for c in self.columns)
+        return any(split_column(c)[0] not in NO_RECALIBRATION for c in self.columns)
 
     def prepare(self, cfg: Mapping[str, Any]) -> nn.Module:
         """The static sub-network of ``cfg``, BN-recalibrated when the columns depend on weights."""
@@ -242,11 +268,12 @@ class Evaluator:
         the prepared ``float_model``, such as an INT8 :class:`OnnxModel`)."""
         cache: dict[str, Any] = {}
         out: dict[str, float] = {}
+        batch = self.proxy_batch()
         for col in self.columns:
             obj, target = get_objective(col), split_column(col)[1]
             ctx = MeasureContext(self.supernet, config, model, self.targets.get(target) if target else None,
                                  self.eval_loader, self.eval_batches, cache,
-                                 self.reference if obj.name == "latency_ms" else None, float_model)
+                                 self.reference if obj.name == "latency_ms" else None, float_model, batch)
             out[col] = float(obj.fn(ctx))  # type: ignore[misc]
         return out
 

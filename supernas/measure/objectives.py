@@ -84,6 +84,11 @@ for _n, _d, _t, _desc in [
     ("params", "min", False, "number of parameters"),
     ("bytes", "min", False, "bytes of parameters and buffers"),
     ("peak_mem", "min", True, "peak memory of one forward pass on a target, in bytes"),
+    ("grad_norm", "max", False, "zero-cost proxy: sum of the loss gradient's weight norms on one batch"),
+    ("snip", "max", False, "zero-cost proxy: sum |w * dL/dw| on one batch"),
+    ("synflow", "max", False, "zero-cost proxy: log synaptic flow with |weights| on an all-ones input"),
+    ("naswot", "max", False, "zero-cost proxy: log |det| of the activation-code kernel of one batch"),
+    ("zen", "max", False, "zero-cost proxy: log feature-map change under input noise + BN scale terms"),
 ]:
     _declare(_n, _d, _t, _desc)
 
