@@ -73,7 +73,7 @@ def main() -> None:
             one(conf)
         times[c] = (time.perf_counter() - t) / len(sample)
     best_baseline = max(abs(taus[b]) for b in BASELINES)
-    load = " ".join(os.getloadavg().__str__().strip("()").split(", "))
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     lines = [f"{len(ok)} random sub-networks of `{args.run}` ({cfg.name}; {len(failed)} failed), measured in "
              f"{wall:.0f} s this call (cached ones read back); accuracy on {len(bundle.val)} validation images, "
              f"tie ceiling of Kendall tau {tie_ceiling(acc):.3f}. One thread, load {load}.", "",
@@ -82,8 +82,10 @@ def main() -> None:
         beats = "baseline" if c in BASELINES else ("yes" if abs(taus[c]) > best_baseline else "no")
         lines.append(f"| {c} | {taus[c]:+.3f} | {beats} | {times.get(c, float('nan')):.3f} |")
     lines.append(f"| accuracy (full evaluation) | | | {times['accuracy']:.3f} |")
-    lines += ["", "A proxy counts as beating the baselines when |tau| exceeds the larger |tau| of MACs and params; "
-              "none is switched on by default where it does not (predictor features, LINAS seeding, pre-filter)."]
+    beating = [c for c in PROXIES if abs(taus[c]) > best_baseline]
+    lines += ["", "A proxy beats the baselines when its |tau| exceeds the larger |tau| of MACs and params "
+              f"({best_baseline:.3f}); here: {', '.join(beating) or 'none'}. Proxies are objective columns a run "
+              "may request; none is used by a strategy by default."]
     body = "\n".join(lines)
     print(body)
     if failed:

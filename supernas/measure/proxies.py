@@ -75,7 +75,8 @@ def grad_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def snip(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     m = _loss_gradients(model, x, y)
-    return _finite("snip", float(sum((w * w.grad).abs().sum() for w in _weights(m) if w.grad is not None)))
+    with torch.no_grad():
+        return _finite("snip", float(sum((w * w.grad).abs().sum() for w in _weights(m) if w.grad is not None)))
 
 
 def _without_norms(model: nn.Module) -> nn.Module:
@@ -96,7 +97,8 @@ def synflow(model: nn.Module, example: torch.Tensor) -> float:
             p.abs_()
     out = m(torch.ones_like(example, dtype=torch.float64))
     out.sum().backward()
-    score = sum(float((w * w.grad).abs().sum()) for w in _weights(m) if w.grad is not None)
+    with torch.no_grad():
+        score = sum(float((w * w.grad).abs().sum()) for w in _weights(m) if w.grad is not None)
     if score <= 0:
         raise ValueError("synflow is 0 for this sub-network (no signal reaches the output)")
     return _finite("synflow", math.log(score))
