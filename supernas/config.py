@@ -154,6 +154,17 @@ class SearchSection(Section):
     calib_batches: int = Field(default=10, gt=0)
     options: dict[str, Any] = Field(default_factory=dict, description="the strategy's own options")
     quantization: dict[str, Any] = Field(default_factory=dict, description="INT8 policy: none | int8 | per-block")
+    screen_samples: int | None = Field(default=None, gt=0, description="tiered evaluation: score each "
+                                       "sub-network's accuracy on this many validation samples first, and in full "
+                                       "only when it can still enter the front")
+    screen_repeats: int | None = Field(default=None, ge=3, description="tiered evaluation: time each sub-network "
+                                       "this many times first, and in full only when it can still enter the front")
+    screen_z: float = Field(default=3.0, gt=0, description="a screen's margin, in standard errors")
+
+    @property
+    def tiered(self) -> bool:
+        """Whether the search screens sub-networks before evaluating them in full."""
+        return self.screen_samples is not None or self.screen_repeats is not None
 
     @field_validator("quantization")
     @classmethod
@@ -191,13 +202,19 @@ class SearchSection(Section):
 
     @model_validator(mode="after")
     def _constraints_and_options(self) -> "SearchSection":
-        """Constraints (objective columns, numbers) and the strategy's options, checked at load time."""
+        """Constraints (objective columns, numbers), the strategy's options and screening, checked at load time."""
         from .search.base import check_strategy_options, parse_constraints
 
         for col in self.constraints:
             if col not in self.objectives:
                 raise ValueError(f"constraint on {col!r}: not a search objective ({', '.join(self.objectives)}); "
                                  f"add it to search.objectives")
+        if self.screen_samples is not None and not {"accuracy", "top5"} & set(self.objectives):
+            raise ValueError("search.screen_samples screens accuracy or top5: make one of them an objective, "
+                             "or remove screen_samples")
+        if self.screen_repeats is not None and not any(c.startswith("latency_ms@") for c in self.objectives):
+            raise ValueError("search.screen_repeats screens latency: make a latency_ms@<target> column an objective, "
+                             "or remove screen_repeats")
         try:
             parse_constraints(self.constraints)
             check_strategy_options(self.strategy, self.options)

@@ -331,6 +331,7 @@ class QuantizedEvaluator(Evaluator):
         return arch, quantize_subnet(self.supernet, arch, model, self.spec, policy=policy,  # type: ignore[arg-type]
                                      calib=self.calibration(), cache_dir=self.cache_dir)
 
-    def __call__(self, cfg: Mapping[str, Any]) -> dict[str, float]:
+    def model(self, cfg: Mapping[str, Any]) -> tuple[Config, nn.Module, nn.Module | None]:
+        """(architecture config, the quantized graph, the prepared float sub-network it was made from)."""
         arch, deployed = self.deploy(cfg)
-        return self.measure(arch, deployed, deployed.float_model)
+        return arch, deployed, deployed.float_model

@@ -212,14 +212,15 @@ def test_accuracy_on_a_synthetic_problem():
     with torch.no_grad():
         model.weight.copy_(w.T)
     clean = evaluate_accuracy(model, DataLoader(TensorDataset(x, y), batch_size=64))
-    assert set(clean) == {"accuracy", "top5", "loss"} and clean["accuracy"] == clean["top5"] == 1.0
+    assert set(clean) == {"accuracy", "top5", "loss", "count"} and clean["accuracy"] == clean["top5"] == 1.0
+    assert clean["count"] == 200
     assert clean["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(x @ w, y)), rel=1e-5)
     acc = evaluate_accuracy(model, DataLoader(TensorDataset(x, y_noisy), batch_size=64))
     logits = x @ w
     expect5 = (logits.topk(5, 1).indices == y_noisy[:, None]).any(1).float().mean().item()
     assert acc["accuracy"] == pytest.approx(150 / 200) and acc["top5"] == pytest.approx(expect5)
     three = evaluate_accuracy(nn.Linear(8, 3), DataLoader(TensorDataset(x, y % 3), batch_size=64))
-    assert set(three) == {"accuracy", "loss"}  # top-5 of 3 classes says nothing
+    assert set(three) == {"accuracy", "loss", "count"}  # top-5 of 3 classes says nothing
 
 
 # ------------------------------------------------------------------------------ lookup table

@@ -10,6 +10,7 @@ as ``fn(ctx)`` with a :class:`MeasureContext`. Users add their own objectives th
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..space import Config
+from ..space import Config, SearchSpace
 from ..train.bn import recalibrate_bn
 from ..train.evaluate import evaluate_accuracy
 from .counting import count_bytes, count_macs, count_params
@@ -26,12 +27,24 @@ from .lut import example_input, median_reference
 from .memory import peak_memory
 from .onnx_model import OnnxModel
 from .proxies import PROXIES, first_batch, proxy_score
-from .objectives import get_objective, register_objective, split_column
+from .screening import SCREENED, ScreenSplit, binomial_margin, median_interval, pooled, screen_split
+from .objectives import MARGIN, get_objective, register_objective, split_column
 from .targets import TargetSpec, require_available, resolve_targets
 
 #: objectives that need no BN recalibration: independent of the weights, or (the zero-cost proxies) scored
 #: with batch statistics
 NO_RECALIBRATION = {"macs", "params", "bytes", "latency_ms", "peak_mem", *PROXIES}
+
+
+@dataclass
+class _Held:
+    """What a screen keeps for the full evaluation that follows: the models, the columns measured in full, the
+    sample's accuracy scores and the split they came from."""
+
+    models: tuple[Config, nn.Module, nn.Module | None]
+    exact: dict[str, float]
+    sample: dict[str, float] | None
+    split: ScreenSplit | None
 
 
 @dataclass
@@ -174,7 +187,8 @@ class Evaluator:
                  calib_loader: Iterable | None = None, eval_loader: Iterable | None = None,
                  targets: Mapping[str, TargetSpec | Mapping[str, Any] | str] | None = None,
                  calib_batches: int = 20, eval_batches: int | None = None,
-                 latency_baselines: Mapping[str, float] | None = None) -> None:
+                 latency_baselines: Mapping[str, float] | None = None, screen_samples: int | None = None,
+                 screen_repeats: int | None = None, screen_z: float = 3.0, screen_keep: int = 16) -> None:
         if not columns:
             raise ConfigError("the evaluator needs at least one metric column")
         if data is not None:
@@ -183,6 +197,15 @@ class Evaluator:
             eval_loader = eval_loader if eval_loader is not None else d_eval
         if calib_batches < 0:
             raise ConfigError(f"calib_batches must be >= 0, got {calib_batches}")
+        if screen_samples is not None and screen_samples < 1 or screen_repeats is not None and screen_repeats < 3 \
+                or not screen_z > 0 or screen_keep < 1:
+            raise ConfigError(f"screen_samples must be >= 1, screen_repeats >= 3, screen_z > 0 and screen_keep >= 1, "
+                              f"got {screen_samples}, {screen_repeats}, {screen_z} and {screen_keep}")
+        self.screen_samples, self.screen_repeats = screen_samples, screen_repeats
+        self.screen_z, self.screen_keep = float(screen_z), screen_keep
+        self._screens: OrderedDict[str, _Held] = OrderedDict()
+        self._space: SearchSpace | None = None
+        self._screen_split: ScreenSplit | None = None
         self.supernet, self.columns = supernet, list(dict.fromkeys(columns))
         self.calib_loader, self.eval_loader = calib_loader, eval_loader
         self.calib_batches, self.eval_batches = calib_batches, eval_batches
@@ -235,7 +258,7 @@ class Evaluator:
     def __getstate__(self) -> dict[str, Any]:
         self.latency_baselines()  # every copy measures against the same baselines
         self.proxy_batch()  # and scores its proxies on the same batch
-        return dict(self.__dict__)
+        return {**self.__dict__, "_screens": OrderedDict(), "_screen_split": None}
 
     def proxy_batch(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The first training batch (else evaluation batch), taken once: every config's proxies see it."""
@@ -258,18 +281,87 @@ class Evaluator:
             recalibrate_bn(sub, self.calib_loader, self.calib_batches)
         return sub.eval()
 
-    def __call__(self, cfg: Mapping[str, Any]) -> dict[str, float]:
-        """Every requested column for config ``cfg``."""
+    def model(self, cfg: Mapping[str, Any]) -> tuple[Config, nn.Module, nn.Module | None]:
+        """(validated config, the model its columns are measured on, the float model a deployed graph was made
+        from or None): here the prepared sub-network."""
         config = self.supernet.space.validate(cfg)  # type: ignore[attr-defined]
-        return self.measure(config, self.prepare(config))
+        return config, self.prepare(config), None
 
-    def measure(self, config: Config, model: nn.Module, float_model: nn.Module | None = None) -> dict[str, float]:
-        """Every requested column of ``model`` (sub-network ``config``, prepared; or a graph deployed from
-        the prepared ``float_model``, such as an INT8 :class:`OnnxModel`)."""
-        cache: dict[str, Any] = {}
+    def __call__(self, cfg: Mapping[str, Any]) -> dict[str, float]:
+        """Every requested column for config ``cfg``. After its :meth:`screen` (in this process), only the
+        rest of the evaluation set is scored and pooled with the screen's sample; the columns the screen
+        measured in full are not measured again."""
+        held = self._screens.pop(self._key(cfg), None)
+        if held is None:
+            return self.measure(*self.model(cfg))
+        config, model, float_model = held.models
+        rest = evaluate_accuracy(model, held.split.rest) if held.split and held.split.rest is not None else None
+        cache = {"accuracy": pooled(held.sample, rest)} if held.sample is not None else {}
+        out = {**held.exact, **self.measure(config, model, float_model, columns=[c for c in self.columns
+                                                                                 if c not in held.exact], cache=cache)}
+        return {c: out[c] for c in self.columns}
+
+    def screen(self, cfg: Mapping[str, Any]) -> dict[str, float]:
+        """Every column of ``cfg`` and ``margin:<column>``, cheaply: with ``screen_samples``, ``accuracy``/``top5``
+        on that many evaluation items drawn at random (seeded: the same for every config), margin ``screen_z``
+        binomial standard errors (0 when the sample is the whole set); with ``screen_repeats``, each
+        ``latency_ms`` column the median of that many timed calls, margin to the order statistics that hold
+        the true median at the same confidence; every other column measured in full, margin 0. The prepared
+        model and what was measured are held (the last ``screen_keep`` configs) for a full evaluation that
+        follows. See :mod:`.screening` and ``supernas.search.tiered``."""
+        if self.screen_samples is None and self.screen_repeats is None:
+            raise ConfigError("this evaluator has no screen: give it screen_samples or screen_repeats")
+        config, model, float_model = models = self.model(cfg)
+        sampled = [c for c in self.columns if c in SCREENED] if self.screen_samples is not None else []
+        timed = [c for c in self.columns if split_column(c)[0] == "latency_ms"] if self.screen_repeats else []
+        exact = self.measure(config, model, float_model, columns=[c for c in self.columns
+                                                                  if c not in sampled and c not in timed])
+        out = {**exact, **{MARGIN + c: 0.0 for c in exact}}
+        sample = split = None
+        if sampled:
+            split = self.screen_sample()
+            sample = evaluate_accuracy(model, split.sample)
+            out.update(self.measure(config, model, float_model, columns=sampled, cache={"accuracy": sample}))
+            for c in sampled:
+                out[MARGIN + c] = binomial_margin(out[c], split.n, split.size, self.screen_z)
+        for c in timed:
+            spec = self.targets[split_column(c)[1]]
+            quick = spec.model_copy(update={"repeats": self.screen_repeats, "warmup": min(spec.warmup, 2)})
+            times = measure_latency(model, example_input(self.supernet, config, spec), quick,
+                                    self.reference).times_ms
+            out[c], out[MARGIN + c] = median_interval(times, self.screen_z)
+        self._screens[self._key(cfg)] = _Held(models, exact, sample, split)
+        while len(self._screens) > self.screen_keep:
+            self._screens.popitem(last=False)
+        return {c: out[c] for c in [*self.columns, *(MARGIN + c for c in self.columns)]}
+
+    @property
+    def space(self) -> SearchSpace:
+        """The space of the configs it measures: the supernet's unless set (a quantization policy's, say)."""
+        return self._space if self._space is not None else self.supernet.space  # type: ignore[attr-defined]
+
+    @space.setter
+    def space(self, value: SearchSpace) -> None:
+        self._space = value
+
+    def _key(self, cfg: Mapping[str, Any]) -> str:
+        return self.space.key(self.space.validate(cfg))
+
+    def screen_sample(self) -> ScreenSplit:
+        """The screen's sample of the evaluation set and the rest (drawn once, the same for every config)."""
+        if self._screen_split is None:
+            self._screen_split = screen_split(self.eval_loader, self.eval_batches, self.screen_samples)  # type: ignore[arg-type]
+        return self._screen_split
+
+    def measure(self, config: Config, model: nn.Module, float_model: nn.Module | None = None, *,
+                columns: Sequence[str] | None = None, cache: dict[str, Any] | None = None) -> dict[str, float]:
+        """The requested ``columns`` (default: all) of ``model`` (sub-network ``config``, prepared; or a graph
+        deployed from the prepared ``float_model``, such as an INT8 :class:`OnnxModel`); ``cache`` holds what
+        was already computed for this model (e.g. its ``accuracy`` scores)."""
+        cache = {} if cache is None else cache
         out: dict[str, float] = {}
         batch = self.proxy_batch()
-        for col in self.columns:
+        for col in self.columns if columns is None else columns:
             obj, target = get_objective(col), split_column(col)[1]
             ctx = MeasureContext(self.supernet, config, model, self.targets.get(target) if target else None,
                                  self.eval_loader, self.eval_batches, cache,

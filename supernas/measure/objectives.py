@@ -65,6 +65,10 @@ def direction(column: str) -> Direction:
     return get_objective(column).direction
 
 
+#: prefix of the column that holds a screened estimate's uncertainty (``margin:accuracy``)
+MARGIN = "margin:"
+
+
 def sign(column: str) -> float:
     """+1 for objectives to minimise, -1 for those to maximise (multiply to get a minimisation)."""
     return -1.0 if direction(column) == "max" else 1.0

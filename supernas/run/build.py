@@ -69,15 +69,17 @@ def search_space(cfg: RunConfig, net: Supernet):
 
 def make_evaluator(cfg: RunConfig, net: Supernet, bundle: Any, columns: Sequence[str] | None = None,
                    paths: RunPaths | None = None):
-    """The run's evaluator; with ``search.quantization`` it measures INT8 graphs in ONNX Runtime (calibrated
-    ranges cached in the run's ``calibration/`` folder when ``paths`` are given)."""
+    """The run's evaluator (with a screen when ``search.screen_samples`` or ``screen_repeats`` is set); with ``search.quantization``
+    it measures INT8 graphs in ONNX Runtime (calibrated ranges cached in the run's ``calibration/`` folder when
+    ``paths`` are given)."""
     from ..data import loaders
     from ..measure import Evaluator
 
     cols = list(columns or cfg.search.objectives)
     train_loader, val_loader = loaders(bundle, batch_size=cfg.train.batch_size, seed=cfg.seed)[:2]
     kw = dict(calib_loader=train_loader, eval_loader=val_loader, targets=dict(cfg.targets),
-              calib_batches=cfg.search.calib_batches)
+              calib_batches=cfg.search.calib_batches, screen_samples=cfg.search.screen_samples,
+              screen_repeats=cfg.search.screen_repeats, screen_z=cfg.search.screen_z)
     spec = quantization(cfg)
     if spec.enabled:
         from ..quantize import QuantizedEvaluator

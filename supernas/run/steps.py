@@ -59,7 +59,7 @@ def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: 
     result = run_search(search_space(cfg, net), evaluator, s.objectives, strategy=s.strategy, evaluations=s.evaluations,
                         seed=cfg.seed, store=paths.results, run=SEARCH_RUN, constraints=s.constraints or None,
                         workers=s.workers, ray_address=s.ray_address, progress=progress, resume=resume,
-                        strategy_options=strategy_options(s.options, net))
+                        strategy_options=strategy_options(s.options, net), tiered=s.tiered)
     tmp = paths.search_json.with_suffix(".tmp")  # atomic: a kill mid-write keeps the previous file
     tmp.write_text(json.dumps({**result.summary(), "hypervolume_history": result.hypervolume}, indent=1, default=str))
     tmp.replace(paths.search_json)

@@ -11,6 +11,7 @@ normalisation bounds of the run (see ``supernas.search.pareto``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -19,10 +20,11 @@ from ..errors import ConfigError
 from ..space import Config, SearchSpace
 from ..store import ResultStore
 from .base import Strategy, check_columns, create_strategy, parse_constraints
-from .evaluation import Evaluate
+from .evaluation import Evaluate, Outcome
 from .pareto import Normalisation, front_indices, minimisation, target_groups
 from .progress import SearchProgress
 from .session import EvaluationSession
+from .tiered import SCREEN_RUN, estimates, may_enter, require_screenable, screen_columns
 
 DEFAULT_BATCH = 16
 
@@ -38,7 +40,8 @@ class Point:
 
 @dataclass
 class Evaluation(Point):
-    """Any evaluation of the search, in tell order; ``status`` is ``ok`` or ``failed``."""
+    """Any evaluation of the search, in tell order; ``status`` is ``ok``, ``failed`` or ``screened`` (a tiered
+    search's screen said it cannot enter the front: ``values`` are the screen's estimates)."""
 
     status: str = "ok"
     error: str | None = None
@@ -79,7 +82,8 @@ class SearchResult:
     def summary(self) -> dict[str, Any]:
         return {"run": self.run, "strategy": self.strategy, "seed": self.seed, "columns": self.columns,
                 "constraints": self.constraints, "evaluations": len(self.evaluations),
-                "failed": sum(e.status == "failed" for e in self.evaluations), "front_size": len(self.front),
+                "failed": sum(e.status == "failed" for e in self.evaluations),
+                "screened_out": sum(e.status == "screened" for e in self.evaluations), "front_size": len(self.front),
                 "hypervolume": self.hypervolume[-1] if self.hypervolume else 0.0,
                 "normalisation": self.normalisation.as_dict(),
                 "knee": self.knee.key if self.knee else None}
@@ -104,7 +108,7 @@ def search(space_or_supernet: Any, evaluate: Evaluate, columns: Sequence[str], *
            run: str = "search", constraints: Any = None, workers: int = 1, ray_address: str | None = None,
            batch_size: int = DEFAULT_BATCH, progress: bool = True, resume: bool = True,
            bounds: Mapping[str, Sequence[float]] | None = None, anchors: bool = True, retries: int = 1,
-           strategy_options: Mapping[str, Any] | None = None) -> SearchResult:
+           strategy_options: Mapping[str, Any] | None = None, tiered: bool = False) -> SearchResult:
     """Search ``evaluations`` distinct sub-networks for the Pareto front over metric ``columns``.
 
     ``evaluate(config) -> {column: value}`` measures one sub-network (picklable when ``workers > 1``).
@@ -116,6 +120,11 @@ def search(space_or_supernet: Any, evaluate: Evaluate, columns: Sequence[str], *
     ``batch_size`` configs are asked at a time and evaluated by ``workers`` Ray tasks (``ray_address``
     joins a cluster); results do not depend on ``workers``. ``bounds`` ``{column: (a, b)}`` fix the
     hypervolume normalisation; by default it is the range measured on the two ``anchors``.
+    ``tiered`` screens every config first (``evaluate`` must be :class:`Screenable`; not the anchors, nor what
+    the run holds in full) and evaluates in full only those that can still enter the front, judged against
+    the front of full evaluations before the batch (see :mod:`.tiered`); a screened-out config
+    counts as one of the ``evaluations``, its estimates are what the strategy is told, and it is recorded with
+    status ``screened``; the front, ``best`` and the hypervolume hold full evaluations only.
     """
     space = _space_of(space_or_supernet)
     cols = check_columns(columns)
@@ -131,35 +140,53 @@ def search(space_or_supernet: Any, evaluate: Evaluate, columns: Sequence[str], *
                                 **dict(strategy_options or {}))
     norm = Normalisation.from_bounds(cols, bounds) if bounds is not None else None
 
+    if tiered:
+        require_screenable(evaluate)
     session = EvaluationSession(space, evaluate, cols, store=store, run=run, resume=resume, workers=workers,
                                 retries=retries, ray_address=ray_address,
                                 meta={"kind": "search", "strategy": strat.name, "seed": seed, "columns": cols,
                                       "constraints": [str(c) for c in cons], "evaluations": evaluations})
+    try:
+        screens = _screen_session(session, evaluate, cols, run, resume, workers, retries, ray_address) \
+            if tiered else None
+    except BaseException:
+        session.close()
+        raise
     history: list[Evaluation] = []
     ok_feasible: list[Point] = []
     hv: list[float] = []
     bar = SearchProgress(evaluations, cols, enabled=progress)
 
-    def run_batch(cfgs: list[Config]) -> None:
-        outcomes = []
-        for got in session.evaluate_many(cfgs):
+    def run_batch(cfgs: list[Config], screen: bool = True) -> None:
+        keys = [space.key(c) for c in cfgs]
+        screened, full = {}, set(keys)
+        todo = [c for c, k in zip(cfgs, keys) if not session.measured(k)]  # what is stored in full stays
+        if screens is not None and screen and todo:
+            screened = {got.key: got for got in screens.evaluate_many(todo)}
+            front = [ok_feasible[i].values for i in front_indices([p.values for p in ok_feasible], cols)[0]]
+            full -= {k for k, got in screened.items() if not _needs_full(got.outcome, front, cols, cons)}
+        fresh = session.evaluate_many([c for c, k in zip(cfgs, keys) if k in full])
+        told = []
+        for key in keys:
+            got = next(fresh) if key in full else screened[key]
             out = got.outcome
-            ev = Evaluation(got.key, out.config, dict(out.values), "ok" if out.ok else "failed", out.error,
-                            out.elapsed_s, got.cached)
+            status = "failed" if not out.ok else ("ok" if key in full else "screened")
+            values = estimates(out.values, cols) if status == "screened" else dict(out.values)
+            ev = Evaluation(got.key, out.config, values, status, out.error, out.elapsed_s, got.cached)
             history.append(ev)
             if ev.status == "ok" and all(c.ok(ev.values) for c in cons):
                 ok_feasible.append(ev)
             hv.append(norm.hypervolume([p.values for p in ok_feasible]) if norm is not None else 0.0)
             bar.update(ev, ok_feasible, hv[-1])
-            outcomes.append(out)
-        strat.tell(cfgs, [o.values if o.ok else None for o in outcomes])
+            told.append(values if out.ok else None)
+        strat.tell(cfgs, told)
 
-    with session, bar:
+    with session, bar, (screens or contextlib.nullcontext()):
         if anchors:
             first = [c for c in _unique(space, [space.smallest(), space.largest()])][:evaluations]
             for c in first:
                 strat.asked.add(space.key(c))
-            run_batch(first)
+            run_batch(first, screen=False)
         if norm is None:
             measured = [e.values for e in history if e.status == "ok"]
             if not measured:
@@ -173,6 +200,19 @@ def search(space_or_supernet: Any, evaluate: Evaluate, columns: Sequence[str], *
                 break  # the space is exhausted
             run_batch(cfgs)
     return _result(run, strat, seed, cols, cons, history, ok_feasible, hv, norm)
+
+
+def _screen_session(session: EvaluationSession, evaluate: Evaluate, cols: list[str], run: str, resume: bool,
+                    workers: int, retries: int, ray_address: str | None) -> EvaluationSession:
+    """The screens' session: the same store, run ``<run>:screen``."""
+    return EvaluationSession(session.space, require_screenable(evaluate).screen, screen_columns(cols), store=session.store,
+                             run=SCREEN_RUN.format(run=run), resume=resume, workers=workers, retries=retries,
+                             ray_address=ray_address, meta={"kind": "screen", "of": run, "columns": cols})
+
+
+def _needs_full(screen: Outcome, front: Sequence[Mapping[str, float]], cols: list[str], cons: list) -> bool:
+    """A failed screen is final (recorded as failed); a successful one goes on unless it cannot enter the front."""
+    return screen.ok and may_enter(screen.values, front, cols, cons)
 
 
 def _unique(space: SearchSpace, cfgs: Sequence[Config]) -> list[Config]:

@@ -33,6 +33,6 @@ class SearchProgress:
             if vals:
                 best = min(vals) if sign(c) > 0 else max(vals)
                 parts.append(f"{c}={best:.4g}")
-        failed = " [red]failed[/red]" if evaluation.status == "failed" else ""
+        failed = {"failed": " [red]failed[/red]", "screened": " [dim]screened out[/dim]"}.get(evaluation.status, "")
         self.progress.update(self.task, advance=1,
                              description=f"hv={hypervolume:.4f} best " + " ".join(parts) + failed)

@@ -18,8 +18,8 @@ from .losses import per_token
 @torch.inference_mode()
 def evaluate_accuracy(model: nn.Module, batches: Iterable, max_batches: int | None = None,
                       device: torch.device | str | None = None) -> dict[str, float]:
-    """``{"accuracy": top-1, "top5": top-5, "loss": mean cross-entropy}`` over ``(x, y)`` batches (``top5``
-    only when the model has more than 5 classes). A decoder's ``(batch, length, vocabulary)`` logits are scored
+    """``{"accuracy": top-1, "top5": top-5, "loss": mean cross-entropy, "count": samples scored}`` over
+    ``(x, y)`` batches (``top5`` only when the model has more than 5 classes). A decoder's ``(batch, length, vocabulary)`` logits are scored
     per token (next-token accuracy; targets ``-100`` are skipped), so ``exp(loss)`` is its perplexity. The
     model is evaluated in eval mode, its mode restored."""
     was_training = model.training
@@ -50,7 +50,7 @@ def evaluate_accuracy(model: nn.Module, batches: Iterable, max_batches: int | No
         model.train(was_training)
     if total == 0:
         raise DataError("the evaluation loader yielded no samples")
-    out = {"accuracy": correct1 / total, "loss": loss / total}
+    out = {"accuracy": correct1 / total, "loss": loss / total, "count": float(total)}
     if num_classes > 5:
         out["top5"] = correct5 / total
     return out
