@@ -40,6 +40,15 @@ def randomise(net: nn.Module, seed: int = 0) -> nn.Module:
     return net
 
 
+@pytest.fixture(scope="module")
+def tiny_net():
+    """A 16x16 mbv3 supernet of width 0.25 (depth 1-2, kernel 3/5, expand 3/4), fresh per test module."""
+    import supernas as sn
+    torch.manual_seed(0)
+    return sn.create_supernet("mbv3", num_classes=10, image_size=16, width_mult=0.25, depths=(1, 2),
+                              kernel_sizes=(3, 5), expand_ratios=(3, 4)).eval()
+
+
 @pytest.fixture(scope="session")
 def small_mbv3():
     import supernas as sn

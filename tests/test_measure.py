@@ -25,13 +25,6 @@ FAST = {"warmup": 1, "repeats": 3}
 
 
 @pytest.fixture(scope="module")
-def tiny_net():
-    torch.manual_seed(0)
-    return create_supernet("mbv3", num_classes=10, image_size=16, width_mult=0.25, depths=(1, 2),
-                           kernel_sizes=(3, 5), expand_ratios=(3, 4)).eval()
-
-
-@pytest.fixture(scope="module")
 def tiny_data():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(96, 3, 16, 16, generator=g)

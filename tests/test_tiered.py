@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from search_fixtures import small_eval, small_space
-from supernas import create_supernet
 from supernas.errors import ConfigError
 from supernas.measure import Evaluator
 from supernas.measure import evaluator as evaluator_module
@@ -122,10 +121,8 @@ def test_tiered_search_needs_a_screen():
 
 # ------------------------------------------------------------------ the evaluator's screen
 @pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    net = create_supernet("mbv3", num_classes=10, image_size=16, width_mult=0.25, depths=(1, 2),
-                          kernel_sizes=(3, 5), expand_ratios=(3, 4)).eval()
+def tiny(tiny_net):
+    net = tiny_net
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(200, 3, 16, 16, generator=g), torch.randint(0, 10, (200,), generator=g)
     return net, DataLoader(TensorDataset(x, y), batch_size=32)
