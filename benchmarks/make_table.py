@@ -13,6 +13,7 @@ import argparse
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,6 +30,22 @@ COLUMNS = ["accuracy", "macs", "latency_ms@cpu"]
 TARGET = {"backend": "cpu", "threads": 1, "batch_size": 1, "warmup": 3, "repeats": 15}
 
 
+def table_supernet(work: Path, epochs: int = 2) -> tuple[Any, Any, dict[str, Any]]:
+    """(supernet, digits 16x16 data, its training record): trained into ``work/checkpoints`` unless there."""
+    bundle = load_dataset("digits", image_size=16, seed=0)
+    ckpt = work / "checkpoints"
+    t0 = time.perf_counter()
+    if (ckpt / "last.pt").exists():  # reuse (possibly interrupted) training
+        net = load_supernet(ckpt)
+    else:
+        net = create_supernet("mbv3", **ARCH)
+        train(net, bundle, config=TrainConfig(epochs=epochs, batch_size=64, lr=0.1, num_random=2,
+                                               num_threads=2, seed=0), checkpoint_dir=ckpt)
+    state = load_checkpoint(ckpt)
+    print(f"supernet ready in {time.perf_counter() - t0:.0f} s; space size {net.space.size()}")
+    return net, bundle, {**state["config"], "epochs_done": int(state["epoch"]) + 1}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=2)
@@ -37,19 +54,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     work = Path(args.work)
-    bundle = load_dataset("digits", image_size=16, seed=0)
-    ckpt = work / "checkpoints"
-    t0 = time.perf_counter()
-    if (ckpt / "last.pt").exists():  # reuse (possibly interrupted) training
-        net = load_supernet(ckpt)
-    else:
-        net = create_supernet("mbv3", **ARCH)
-        train(net, bundle, config=TrainConfig(epochs=args.epochs, batch_size=64, lr=0.1, num_random=2,
-                                               num_threads=2, seed=0), checkpoint_dir=ckpt)
-    train_s = time.perf_counter() - t0
-    state = load_checkpoint(ckpt)
-    trained = {**state["config"], "epochs_done": int(state["epoch"]) + 1}
-    print(f"supernet ready in {train_s:.0f} s; space size {net.space.size()}")
+    net, bundle, trained = table_supernet(work, args.epochs)
     torch.set_num_threads(1)
     evaluator = Evaluator(net.eval(), COLUMNS, data=bundle, targets={"cpu": TARGET}, calib_batches=10)
     t1 = time.perf_counter()
