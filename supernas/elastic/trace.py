@@ -61,9 +61,11 @@ class ConcreteTracer(fx.Tracer):
         self.inputs, self.defaults = inputs, defaults
         self._concrete = False  # True while a node's value is computed: no proxies may be made then
         self._root_module: nn.Module | None = None
+        self._own_modules: set[int] = set()
 
     def trace(self, root: Any, concrete_args: dict[str, Any] | None = None) -> fx.Graph:
         self._root_module = root
+        self._own_modules = {id(m) for m in root.modules()} if isinstance(root, nn.Module) else set()
         return super().trace(root, concrete_args)
 
     def create_proxy(self, kind: str, target: Any, args: Any, kwargs: Any, name: str | None = None,
@@ -98,7 +100,9 @@ class ConcreteTracer(fx.Tracer):
         return None
 
     def call_module(self, m: nn.Module, forward: Any, args: Any, kwargs: Any) -> Any:
-        if self._concrete:
+        if self._concrete or id(m) not in self._own_modules:
+            # a module the model does not hold (a function wrapped as one, as Hugging Face's kernel hub does
+            # for rotary embeddings) is traced through
             return forward(*args, **kwargs)
         return super().call_module(m, forward, args, kwargs)
 
