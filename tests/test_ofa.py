@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import supernas as sn
-from supernas.errors import CheckpointError, ConfigError
-from supernas.supernets.ofa import from_ofa, load_ofa_mbv3, to_ofa
+from supernas.errors import CheckpointError, ConfigError, SupernasWarning
+from supernas.measure.counting import count_macs, count_params
+from supernas.supernets.ofa import from_ofa, from_ofa_net_config, load_ofa_mbv3, to_ofa
 
 
 STUBS = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional", "torchvision.datasets")
@@ -130,3 +131,53 @@ def test_below_width_one_the_feature_mix_follows_the_chosen_rule(tmp_path):
         net.set_active(from_ofa(net, ks, e, d))
         with torch.no_grad():
             torch.testing.assert_close(net(x), ofa(x), atol=1e-5, rtol=0)
+
+
+def test_net_configs_of_once_for_alls_sub_networks_convert(pair):
+    ofa, net, _, _ = pair
+    rng = random.Random(3)
+    for ks, e, d in [_lists(rng, rng.choice) for _ in range(10)]:
+        ofa.set_active_subnet(ks=ks, e=e, d=d)
+        assert from_ofa_net_config(net, ofa.get_active_subnet().config) == from_ofa(net, ks, e, d)
+
+
+def published_net_config(ks, e, d, width: float) -> dict:
+    """A net.config in the format of Once-for-All's published specialised nets (``mobile_inverted_conv``)."""
+    from supernas.elastic import make_divisible
+
+    blocks = [{"mobile_inverted_conv": {"kernel_size": 3, "expand_ratio": 1, "out_channels": 24},
+               "shortcut": {"name": "IdentityLayer"}}]
+    for s, (w, depth) in enumerate(zip((24, 40, 80, 112, 160), d)):
+        for b in range(depth):
+            blocks.append({"mobile_inverted_conv": {"kernel_size": ks[4 * s + b], "expand_ratio": e[4 * s + b],
+                                                    "out_channels": make_divisible(w * width)},
+                           "shortcut": None if b == 0 else {"name": "IdentityLayer"}})
+    return {"name": "MobileNetV3", "blocks": blocks}
+
+
+# flops@595M_top1@80.0_finetune@75 (w1.2, run.config image_size 236), read off its published net.config;
+# Once-for-All's README gives it 9.1M parameters and 595M MACs
+FLOPS_595M = ([3, 5, 3, 3, 5, 5, 3, 5, 7, 5, 3, 5, 3, 5, 7, 3, 3, 3, 5, 3],
+              [3, 4, 3, 3, 4, 4, 6, 3, 6, 6, 3, 4, 6, 6, 6, 4, 6, 6, 6, 3], [3, 4, 4, 4, 4])
+
+
+def test_a_published_specialised_net_has_once_for_alls_counts():
+    net = sn.create_supernet("mbv3", width_mult=1.2, feature_mix_rule="ofa", dropout=0.0)
+    cfg = from_ofa_net_config(net, published_net_config(*FLOPS_595M, width=1.2), image_size=236)
+    sub = net.extract(cfg).eval()
+    assert round(count_params(sub) / 1e6, 1) == 9.1
+    assert round(count_macs(sub, (1, 3, 236, 236)) / 1e6) == 595
+    with pytest.raises(ConfigError, match="stages are .* channels wide"):
+        from_ofa_net_config(sn.create_supernet("mbv3", width_mult=1.0), published_net_config(*FLOPS_595M, width=1.2))
+    with pytest.raises(ConfigError, match="not a Once-for-All MobileNetV3 net.config"):
+        from_ofa_net_config(net, {"name": "ResNets", "blocks": []})
+
+
+def test_a_once_for_all_checkpoint_for_other_classes_gets_a_new_classifier(pair):
+    ofa, _, width, path = pair
+    with pytest.warns(SupernasWarning, match=r"classifier is new \(1000 -> 10 classes\)"):
+        net = load_ofa_mbv3(path, num_classes=10)
+    assert net.classifier.weight.shape == (10, net.classifier.weight.shape[1]) and net.arch["width_mult"] == width
+    assert torch.equal(net.feature_mix[0].weight, ofa.feature_mix_layer.conv.weight)
+    with pytest.raises(CheckpointError, match="classifies 1000 classes, the supernet 10"):
+        load_ofa_mbv3(path, num_classes=10, allow_new_head=False)

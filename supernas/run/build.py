@@ -7,7 +7,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import CheckpointError
-from ..supernets import Supernet, supernet_arch
+from ..supernets import Supernet, loader_arguments, pretrained_families, supernet_arch
 from .paths import RunPaths
 from .tasks import task_of
 
@@ -42,7 +42,15 @@ def trained_supernet(cfg: RunConfig, paths: RunPaths):
         raise CheckpointError(f"no trained supernet in {paths.checkpoints}; run `supernas train` first")
     bundle = load_data(cfg)
     net = load_supernet(last)
-    if plain(net.arch) != plain(supernet_arch(cfg.supernet.family, **supernet_args(cfg, bundle))):
+    args = supernet_args(cfg, bundle)
+    if cfg.supernet.pretrained is not None and cfg.supernet.family in pretrained_families():
+        # the checkpoint's sizes came from the pretrained file: the run file's arguments must hold
+        loader = loader_arguments(cfg.supernet.family)
+        fits = net.arch.get("family") == cfg.supernet.family and all(
+            plain(net.arch.get(k)) == plain(v) for k, v in args.items() if k not in loader)
+    else:
+        fits = plain(net.arch) == plain(supernet_arch(cfg.supernet.family, **args))
+    if not fits:
         raise CheckpointError(f"{last} belongs to another supernet ({net.arch.get('family')}) than the run file's "
                               f"({cfg.supernet.family} {cfg.supernet.args}); train it again or use --out")
     if net.trained_epochs is not None and net.trained_epochs < cfg.train.epochs:

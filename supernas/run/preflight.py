@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import RunConfig
-from ..errors import PreflightError, SupernasError
+from ..errors import CheckpointError, PreflightError, SupernasError
 from ..measure.objectives import split_column
 from ..measure.targets import unavailable_reason
 
@@ -67,6 +67,13 @@ def supernet_bytes(cfg: RunConfig) -> int:
     from ..supernets.base import require_memory
 
     args = dict(cfg.supernet.args)
+    if cfg.supernet.pretrained is not None and cfg.supernet.family != "bert":  # a checkpoint file: its size
+        path = Path(cfg.supernet.pretrained)
+        if not path.is_file():
+            raise CheckpointError(f"supernet.pretrained: {path} is not a file")
+        weight_bytes = path.stat().st_size
+        require_memory(cfg.supernet.family, weight_bytes)
+        return weight_bytes
     if cfg.supernet.pretrained is not None:
         from ..supernets.hf_bert import read_hf_config, resolve_pretrained
 

@@ -28,15 +28,23 @@ from .tasks import task_of
 def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: Console | None = None):
     """Train (or resume training) the run's supernet; returns (supernet, data bundle)."""
     from ..train import train as train_supernet
+    from ..train.checkpoint import LAST, load_checkpoint, plain, save_checkpoint
     from .text import freeze
 
     bundle = load_data(cfg, progress=progress)
     if console is not None:
         console.print(f"data: {bundle.describe()}")
     net = build_supernet(cfg, bundle)
+    if cfg.train.epochs == 0:  # a pretrained supernet searched as it is
+        save_checkpoint(paths.checkpoints / LAST, {"arch": plain(net.arch), "model": net.state_dict()})
+        if console is not None:
+            console.print(f"supernet: {cfg.supernet.pretrained} as it is (train.epochs 0: no training)")
+        return net, bundle
     freeze(net, cfg.supernet.freeze)
     teacher = task_of(cfg).teacher(cfg, bundle, supernet_args(cfg, bundle), paths.checkpoints / "teacher", progress)
-    result = train_supernet(net, bundle, config=cfg.train, checkpoint_dir=paths.checkpoints, resume=True,
+    last = paths.checkpoints / LAST  # the weights alone, when the run searched a pretrained supernet before it grew
+    resume = not (cfg.supernet.pretrained and last.is_file() and "epoch" not in load_checkpoint(last))
+    result = train_supernet(net, bundle, config=cfg.train, checkpoint_dir=paths.checkpoints, resume=resume,
                             progress=progress, teacher=teacher)
     if console is not None:
         done = result.epochs_done + (result.resumed_from or 0)

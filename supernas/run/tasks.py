@@ -79,6 +79,14 @@ class ImageClassification(FromScratch):
         args.setdefault("image_size", bundle.image_size)
         return args
 
+    def build_supernet(self, cfg: RunConfig, args: dict[str, Any]) -> Supernet:
+        """From scratch, or from ``supernet.pretrained`` (a checkpoint the family loads: its sizes from the
+        file, a new classifier when the data has other classes, which ``train.epochs: 0`` refuses)."""
+        if cfg.supernet.pretrained is None:
+            return super().build_supernet(cfg, args)
+        return create_supernet(cfg.supernet.family, pretrained=cfg.supernet.pretrained,
+                               allow_new_head=cfg.train.epochs > 0, **args)
+
     def data_facts(self, cfg: RunConfig) -> dict[str, str]:
         return {"image size": str(cfg.data.image_size or "the data's"), "augmentation": cfg.data.augmentation}
 

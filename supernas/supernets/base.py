@@ -173,6 +173,20 @@ def list_families() -> list[str]:
     return _FAMILIES.names()
 
 
+def pretrained_families() -> list[str]:
+    """Families with a registered checkpoint loader (``create_supernet(name, pretrained=path)``)."""
+    return _PRETRAINED.names()
+
+
+def loader_arguments(name: str) -> set[str]:
+    """The keyword arguments of ``name``'s checkpoint loader that are not the family constructor's (they
+    steer the loading, e.g. ``reorder``, and are not part of the supernet's ``arch``)."""
+    own = set(inspect.signature(family_class(name).__init__).parameters)
+    params = inspect.signature(_PRETRAINED.get(name)).parameters.values()
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD} \
+        - own - {"path"}
+
+
 def family_class(name: str) -> type[Supernet]:
     return _FAMILIES.get(name)
 
@@ -243,8 +257,9 @@ def create_supernet(name: str, pretrained: str | None = None, **kwargs: Any) -> 
     """Build supernet family ``name`` with its constructor arguments (timm-style factory). The network is
     first built on the ``meta`` device (no memory): bad arguments and a supernet whose weights would not fit
     in this machine's available memory are refused before anything is allocated. ``pretrained``: a local
-    checkpoint file the family can load (``mbv3``: a Once-for-All MobileNetV3 supernet), its sizes read from
-    the file and ``kwargs`` the remaining arguments."""
+    checkpoint file the family can load (``mbv3``: a Once-for-All MobileNetV3 supernet; ``resnet``: a
+    torchvision-layout ResNet), its sizes read from the file and ``kwargs`` the remaining arguments (other
+    ``num_classes`` than the checkpoint's: a new classifier)."""
     if pretrained is not None:
         family_class(name)  # an unknown family is named as such
         if name not in _PRETRAINED:

@@ -1,5 +1,6 @@
 """Once-for-All's published MobileNetV3 supernets (``ofa_mbv3_d234_e346_k357_w1.0`` / ``_w1.2``) loaded into the
-``mbv3`` family, and Once-for-All's sub-network descriptions (``ks``/``e``/``d`` lists) converted both ways.
+``mbv3`` family, and Once-for-All's sub-network descriptions converted: ``ks``/``e``/``d`` lists both ways, the
+``net.config`` of its specialised networks to a config.
 
 The user downloads a checkpoint once; nothing here downloads. Parameter names are mapped one by one
 (``blocks.<i>.conv.depth_conv.conv.conv.weight`` -> ``stages.<s>.blocks.<b>.dw.weight``, ...); the width,
@@ -8,6 +9,7 @@ does not fit names the first tensor that disagrees. Loading is ``torch.load(weig
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,8 +19,9 @@ import torch
 from ..errors import CheckpointError, ConfigError
 from ..space import Config
 from .base import create_supernet, register_pretrained
+from ..elastic import make_divisible
 from .mbv3 import STAGE_WIDTHS, MobileNetV3Supernet
-from .pretrained import NameMap, read_state_dict, shape_problem
+from .pretrained import Adapted, NameMap, read_state_dict
 
 WIDTHS = (1.0, 1.2)  # the published ones; others are tried after them (with Once-for-All's feature-mix rule)
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -67,11 +70,13 @@ def _max_depth(state: Mapping[str, torch.Tensor]) -> int:
 @register_pretrained("mbv3")
 def load_ofa_mbv3(path: str | Path, width_mult: float | None = None, kernel_sizes: Sequence[int] = (3, 5, 7),
                   expand_ratios: Sequence[float] = (3, 4, 6), depths: Sequence[int] | None = None,
-                  **args: Any) -> MobileNetV3Supernet:
+                  allow_new_head: bool = True, **args: Any) -> MobileNetV3Supernet:
     """An ``mbv3`` supernet holding a Once-for-All MobileNetV3 checkpoint. ``width_mult`` is found from the
     tensors when not given (1.0 and 1.2 are the published ones); the classes come from the classifier and
     the largest depth from the number of blocks (``depths`` default: 2 up to it); the kernel and expand
-    lists must end at the checkpoint's largest. ``args``: further ``mbv3`` arguments (e.g. ``dropout``)."""
+    lists must end at the checkpoint's largest. ``args``: further ``mbv3`` arguments (e.g. ``dropout``);
+    ``num_classes`` other than the checkpoint's gives a new classifier, ``in_channels=1`` sums the first
+    convolution's RGB filters (:class:`~supernas.supernets.pretrained.Adapted`)."""
     state = read_state_dict(path)
     max_depth = _max_depth(state)
     names = ofa_names(state, max_depth)
@@ -88,12 +93,10 @@ def load_ofa_mbv3(path: str | Path, width_mult: float | None = None, kernel_size
                 probe = create_supernet("mbv3", width_mult=w, **args)
         except ConfigError as e:
             raise CheckpointError(f"{path}: {e}") from None
-        problem = shape_problem(state, names, probe.state_dict())
-        if problem is None:
-            net = create_supernet("mbv3", width_mult=w, **args)
-            net.load_state_dict({names[k]: v for k, v in state.items()}, strict=True)
-            return net.eval()
-        first_problem = first_problem or problem
+        fitted = Adapted(state, names, probe.state_dict(), "classifier", "stem.0.weight", allow_new_head)
+        if fitted.problem is None:
+            return fitted.load_into(create_supernet("mbv3", width_mult=w, **args)).eval()
+        first_problem = first_problem or fitted.problem
     tried = f"width {width_mult:g}" if width_mult is not None else "widths " + ", ".join(f"{w:g}" for w in widths)
     raise CheckpointError(f"{path} does not fit the mbv3 family at {tried}: {first_problem}")
 
@@ -120,6 +123,46 @@ def from_ofa(net: MobileNetV3Supernet, ks: Sequence[int], e: Sequence[float], d:
             cfg[f"stage{s + 1}.block{b + 1}.expand"] = e[i]
     if resolution is not None:
         cfg["resolution"] = int(resolution)
+    return net.space.validate(cfg)
+
+
+def from_ofa_net_config(net: MobileNetV3Supernet, net_config: Mapping[str, Any] | str | Path,
+                        image_size: int | None = None) -> Config:
+    """A config of ``net`` from a Once-for-All specialised network's ``net.config`` (a file or its JSON
+    mapping; the published format with ``mobile_inverted_conv`` layers and the ``ofa`` package's
+    ``get_active_subnet().config`` with ``conv`` layers both read). The blocks after the first are grouped into
+    stages at each block without a shortcut; kernel sizes, expand ratios and depths are read from them, and
+    ``image_size`` (the net's ``run.config``) sets the resolution when the space has that choice. A network
+    of another width or layout is a ConfigError naming what disagrees."""
+    if not isinstance(net_config, Mapping):
+        try:
+            net_config = json.loads(Path(net_config).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{net_config}: not a readable net.config ({type(e).__name__})") from None
+    if not isinstance(net_config, Mapping) or net_config.get("name") != "MobileNetV3" \
+            or not isinstance(net_config.get("blocks"), list):
+        raise ConfigError("not a Once-for-All MobileNetV3 net.config (it needs name 'MobileNetV3' and blocks)")
+    stages: list[list[Mapping[str, Any]]] = []
+    for i, block in enumerate(net_config["blocks"][1:], 1):
+        layer = block.get("mobile_inverted_conv") or block.get("conv") if isinstance(block, Mapping) else None
+        if not isinstance(layer, Mapping) or not {"kernel_size", "expand_ratio", "out_channels"} <= set(layer):
+            raise ConfigError(f"net.config block {i} has no inverted-residual layer")
+        if block.get("shortcut") is None or not stages:
+            stages.append([])
+        stages[-1].append(layer)
+    widths = [make_divisible(w * net.arch.get("width_mult", 1.0)) for w in STAGE_WIDTHS]
+    found = [int(stage[0]["out_channels"]) for stage in stages]
+    if found != widths:
+        raise ConfigError(f"the net.config's stages are {found} channels wide, this supernet's {widths} "
+                          f"(another width_mult?)")
+    cfg: dict[str, Any] = {}
+    for s, layers in enumerate(stages, 1):
+        cfg[f"stage{s}.depth"] = len(layers)
+        for b, layer in enumerate(layers, 1):
+            cfg[f"stage{s}.block{b}.kernel"] = int(layer["kernel_size"])
+            cfg[f"stage{s}.block{b}.expand"] = layer["expand_ratio"]
+    if image_size is not None and "resolution" in net.space:
+        cfg["resolution"] = int(image_size)
     return net.space.validate(cfg)
 
 

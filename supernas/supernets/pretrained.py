@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, warn
 from .base import Supernet, create_supernet, register_pretrained
 
 RATIO_STEPS = (0.6, 0.8, 1.0)  # default expand choices: these fractions of the checkpoint's own ratio
@@ -92,6 +92,45 @@ def shape_problem(state: Mapping[str, torch.Tensor], names: Mapping[str, str],
     return f"the checkpoint has no tensor for {missing[0]}" if missing else None
 
 
+class Adapted:
+    """A foreign checkpoint fitted to a supernet that may differ from it in two places only: a classifier
+    (the supernet's tensors under ``head``) for another number of classes is left as initialised, to be
+    fine-tuned (refused unless ``allow_new_head``), and a first convolution (``first_conv``) over one input
+    channel where the checkpoint has three takes the sum of the RGB filters (timm's rule). ``problem`` is the
+    first other disagreement (None when the checkpoint fits); ``notes`` say what was adapted."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor], names: Mapping[str, str],
+                 expected: Mapping[str, torch.Tensor], head: str, first_conv: str, allow_new_head: bool) -> None:
+        self.names, self.notes = names, []
+        theirs = {names[k]: k for k in state}
+        head_keys = {k for k in expected if k.startswith(head + ".")}
+        if any(k in theirs and tuple(state[theirs[k]].shape) != tuple(expected[k].shape) for k in head_keys):
+            weight = f"{head}.weight"
+            old, new = int(state[theirs[weight]].shape[0]), int(expected[weight].shape[0])
+            if not allow_new_head:
+                self.state, self.problem = dict(state), (
+                    f"the checkpoint classifies {old} classes, the supernet {new}; a new classifier must be trained "
+                    f"(train.epochs >= 1)")
+                return
+            self.notes.append(f"the classifier is new ({old} -> {new} classes): fine-tune it")
+            state = {k: v for k, v in state.items() if names[k] not in head_keys}
+            expected = {k: v for k, v in expected.items() if k not in head_keys}
+        self.state = dict(state)
+        conv = theirs.get(first_conv)
+        if conv is not None and first_conv in expected and self.state[conv].dim() == 4 \
+                and self.state[conv].shape[1] == 3 and expected[first_conv].shape[1] == 1:
+            self.state[conv] = self.state[conv].sum(1, keepdim=True)
+            self.notes.append("the first convolution's RGB filters are summed for one input channel")
+        self.problem = shape_problem(self.state, names, expected)
+
+    def load_into(self, net: Supernet) -> Supernet:
+        """``net`` holding the checkpoint's tensors (its new classifier, if any, as initialised)."""
+        net.load_state_dict({self.names[k]: v for k, v in self.state.items()}, strict=False)
+        for note in self.notes:
+            warn(note)
+        return net
+
+
 def resnet_arch(state: Mapping[str, torch.Tensor], depth_deltas: Sequence[int] = (0, 1, 2),
                 width_mults: Sequence[float] = (0.65, 0.8, 1.0), expand_ratios: Sequence[float] | None = None,
                 **args: Any) -> dict[str, Any]:
@@ -115,22 +154,25 @@ def resnet_arch(state: Mapping[str, torch.Tensor], depth_deltas: Sequence[int] =
     return {"num_classes": int(state["fc.weight"].shape[0]), "in_channels": int(state["conv1.weight"].shape[1]),
             "base_depths": tuple(d - deltas[-1] for d in depths), "depth_deltas": deltas,
             "expand_ratios": ratios, "width_mults": tuple(width_mults), "block": block,
-            "stage_widths": tuple(widths), "stem_width": int(state["conv1.weight"].shape[0]), **args}
+            "stage_widths": tuple(widths), "stem_width": int(state["conv1.weight"].shape[0]),
+            "tie_stem": "layer1.0.downsample.0.weight" not in state, **args}
 
 
 @register_pretrained("resnet")
-def load_torchvision_resnet(path: str | Path, reorder: bool = True, **kwargs: Any) -> Supernet:
+def load_torchvision_resnet(path: str | Path, reorder: bool = True, allow_new_head: bool = True,
+                            **kwargs: Any) -> Supernet:
     """A ``resnet`` supernet from a torchvision-layout ResNet checkpoint (ResNet-18/34/50/101/152 and
     widened variants): its largest sub-network is the checkpoint's network; ``reorder`` sorts the inner
     channels by importance (the function is kept). ``kwargs``: the space (``depth_deltas``, ``width_mults``,
-    ``expand_ratios``) and other ``resnet`` arguments."""
+    ``expand_ratios``) and other ``resnet`` arguments; ``num_classes`` other than the checkpoint's gives a new
+    classifier (see :class:`Adapted`), ``in_channels=1`` sums the first convolution's RGB filters."""
     state = read_state_dict(path)
     names = TORCHVISION_RESNET.all(state, "a torchvision-layout ResNet")
     net = create_supernet("resnet", **resnet_arch(state, **kwargs))
-    problem = shape_problem(state, names, net.state_dict())
-    if problem:
-        raise CheckpointError(f"{path}: {problem}")
-    net.load_state_dict({names[k]: v for k, v in state.items()}, strict=True)
+    fitted = Adapted(state, names, net.state_dict(), "fc", "stem_conv.weight", allow_new_head)
+    if fitted.problem:
+        raise CheckpointError(f"{path}: {fitted.problem}")
+    fitted.load_into(net)
     if reorder:
         net.reorder_channels()
     return net.eval()

@@ -7,7 +7,7 @@ Per stage: depth = base + delta (defaults: base 2/2/4/2, delta in {0,1,2}), outp
 the 3x3 conv). ``block="basic"`` (ratios {0.5, 0.75, 1.0} of the first 3x3 conv's width, stage widths
 64/128/256/512): ResNet-18/34-style two-conv blocks, dense 3x3 convolutions that a CPU runs several times
 faster per MAC than depthwise ones; every stage's first block has a 1x1 projection (the stem and stage
-widths are chosen independently).
+widths are chosen independently), unless ``tie_stem`` gives the stem stage 1's width (torchvision's ResNet-18/34).
 """
 from __future__ import annotations
 
@@ -171,14 +171,15 @@ BLOCKS: dict[str, type[ElasticBottleneck] | type[ElasticBasicBlock]] = {
 class ResNetSupernet(Supernet):
     """Elastic ResNet of bottleneck or basic blocks. ``small_input=True`` uses a 3x3 stride-1 stem
     without max-pooling (CIFAR-style) for small images; ``stage_widths`` and ``stem_width`` are the widths
-    at multiplier 1.0 (defaults: the block type's, stem 64)."""
+    at multiplier 1.0 (defaults: the block type's, stem 64). ``tie_stem=True``: the stem takes stage 1's
+    width choice and stage 1's first block has no projection (torchvision's ResNet-18/34 layout)."""
 
     def __init__(self, num_classes: int = 1000, image_size: int = 224, in_channels: int = 3,
                  base_depths: Sequence[int] = (2, 2, 4, 2), depth_deltas: Sequence[int] = (0, 1, 2),
                  expand_ratios: Sequence[float] | None = None,
                  width_mults: Sequence[float] = (0.65, 0.8, 1.0), small_input: bool = False,
                  resolutions: Sequence[int] | None = None, block: Literal["bottleneck", "basic"] = "bottleneck",
-                 stage_widths: Sequence[int] | None = None, stem_width: int = 64) -> None:
+                 stage_widths: Sequence[int] | None = None, stem_width: int = 64, tie_stem: bool = False) -> None:
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {sorted(BLOCKS)}, got {block!r}")
@@ -188,8 +189,10 @@ class ResNetSupernet(Supernet):
         self.stage_widths = tuple(int(w) for w in (stage_widths or default_widths))
         if len(self.stage_widths) != 4 or min(self.stage_widths) < 1 or stem_width < 1:
             raise ValueError("stage_widths needs 4 positive entries and stem_width must be positive")
+        if tie_stem and stem_width != self.stage_widths[0]:
+            raise ValueError(f"tie_stem needs stem_width == stage_widths[0], got {stem_width} and {self.stage_widths[0]}")
         self.num_classes, self.image_size, self.in_channels = num_classes, image_size, in_channels
-        self.small_input, self.block, self.stem_width = small_input, block, int(stem_width)
+        self.small_input, self.block, self.stem_width, self.tie_stem = small_input, block, int(stem_width), tie_stem
         self.width_mults = tuple(sorted(width_mults))
         self.expand_ratios = tuple(sorted(expand_ratios or default_ratios))
         wmax = self.width_mults[-1]
@@ -198,14 +201,15 @@ class ResNetSupernet(Supernet):
         self.stem_conv = ElasticConv2d(in_channels, stem_c, k, s)
         self.stem_bn = ElasticBatchNorm2d(stem_c)
         self.stem_pool = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
-        choices = [Choice("stem.width", self.width_mults)]
+        choices = [] if tie_stem else [Choice("stem.width", self.width_mults)]
         self.stages = nn.ModuleList()
         cin = stem_c
         for i, (w, stride) in enumerate(zip(self.stage_widths, STAGE_STRIDES), 1):
             cout = make_divisible(w * wmax)
             depths = tuple(sorted({base_depths[i - 1] + d for d in depth_deltas}))
+            project = not (tie_stem and i == 1)  # tied: stage 1's first block adds the stem's output as it is
             blocks = [BLOCKS[block](cin if b == 0 else cout, cout, self.expand_ratios[-1],
-                                        stride if b == 0 else 1, b == 0) for b in range(depths[-1])]
+                                        stride if b == 0 else 1, b == 0 and project) for b in range(depths[-1])]
             self.stages.append(ElasticDepth(blocks))
             choices += [Choice(f"stage{i}.depth", depths), Choice(f"stage{i}.width", self.width_mults)]
             choices += [Choice(f"stage{i}.block{b}.expand", self.expand_ratios, (f"stage{i}.depth", b - 1))
@@ -214,7 +218,8 @@ class ResNetSupernet(Supernet):
         self.fc = ElasticLinear(cin, num_classes)
         if resolutions:
             choices.append(Choice("resolution", tuple(sorted(int(r) for r in resolutions))))
-        r50: Config = {"stem.width": 1.0, **({"resolution": max(resolutions)} if resolutions else {})}
+        r50: Config = {**({} if tie_stem else {"stem.width": 1.0}),
+                       **({"resolution": max(resolutions)} if resolutions else {})}
         for i, d in enumerate((3, 4, 6, 3), 1):
             r50.update({f"stage{i}.depth": d, f"stage{i}.width": 1.0})
             r50.update({f"stage{i}.block{b}.expand": 0.25 for b in range(1, d + 1)})
@@ -228,7 +233,7 @@ class ResNetSupernet(Supernet):
         self.set_active(self.space.largest())
 
     def _widths(self, cfg: Config) -> tuple[int, list[int]]:
-        stem = make_divisible(self.stem_width * cfg["stem.width"])
+        stem = make_divisible(self.stem_width * cfg["stage1.width" if self.tie_stem else "stem.width"])
         return stem, [make_divisible(w * cfg[f"stage{i}.width"]) for i, w in enumerate(self.stage_widths, 1)]
 
     def _apply_config(self, cfg: Config) -> None:
