@@ -66,6 +66,17 @@ def small_resnet():
 
 
 @pytest.fixture(scope="session")
+def small_deep_resnet():
+    """Once-for-All's ResNet-D layout (deep stem with a skippable middle conv, average-pool projections)."""
+    import supernas as sn
+    torch.manual_seed(0)
+    net = sn.create_supernet("resnet", num_classes=10, image_size=32, stem="deep", avg_down=True, stem_width=16,
+                             base_depths=(1, 1, 1, 1), depth_deltas=(0, 1), width_mults=(0.5, 1.0),
+                             stage_widths=(32, 64, 64, 128))
+    return randomise(net).eval()
+
+
+@pytest.fixture(scope="session")
 def small_basic_resnet():
     import supernas as sn
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ def _configs(space, n, seed):
     return [space.largest(), space.smallest()] + space.sample_many(n, seed=seed)
 
 
-@pytest.mark.parametrize("fixture", ["small_mbv3", "small_resnet", "small_basic_resnet"])
+@pytest.mark.parametrize("fixture", ["small_mbv3", "small_resnet", "small_basic_resnet", "small_deep_resnet"])
 def test_extracted_equals_elastic_forward(fixture, request):
     net = request.getfixturevalue(fixture)
     g = torch.Generator().manual_seed(1)
@@ -75,7 +75,7 @@ def _fvcore_macs(model: nn.Module, shape) -> int:
     return int(fca.total())
 
 
-@pytest.mark.parametrize("fixture", ["small_mbv3", "small_resnet", "small_basic_resnet"])
+@pytest.mark.parametrize("fixture", ["small_mbv3", "small_resnet", "small_basic_resnet", "small_deep_resnet"])
 def test_macs_agree_with_fvcore(fixture, request):
     net = request.getfixturevalue(fixture)
     for cfg in _configs(net.space, 4, seed=3):
@@ -110,7 +110,7 @@ def test_mbv3_largest_is_ofa_w1():
     assert abs(c["params"] / 7.7e6 - 1) < 0.03, c["params"]
 
 
-@pytest.mark.parametrize("fixture", ["small_mbv3", "small_resnet", "small_basic_resnet"])
+@pytest.mark.parametrize("fixture", ["small_mbv3", "small_resnet", "small_basic_resnet", "small_deep_resnet"])
 def test_reorder_channels_keeps_function(fixture, request):
     net = copy.deepcopy(request.getfixturevalue(fixture))
     cfg = net.space.largest()

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 from ..errors import CheckpointError, ConfigError, warn
-from .base import Supernet, create_supernet, register_pretrained
+from .base import Supernet, create_supernet
 
 RATIO_STEPS = (0.6, 0.8, 1.0)  # default expand choices: these fractions of the checkpoint's own ratio
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -158,15 +158,15 @@ def resnet_arch(state: Mapping[str, torch.Tensor], depth_deltas: Sequence[int] =
             "tie_stem": "layer1.0.downsample.0.weight" not in state, **args}
 
 
-@register_pretrained("resnet")
 def load_torchvision_resnet(path: str | Path, reorder: bool = True, allow_new_head: bool = True,
-                            **kwargs: Any) -> Supernet:
+                            state: Mapping[str, torch.Tensor] | None = None, **kwargs: Any) -> Supernet:
     """A ``resnet`` supernet from a torchvision-layout ResNet checkpoint (ResNet-18/34/50/101/152 and
     widened variants): its largest sub-network is the checkpoint's network; ``reorder`` sorts the inner
     channels by importance (the function is kept). ``kwargs``: the space (``depth_deltas``, ``width_mults``,
     ``expand_ratios``) and other ``resnet`` arguments; ``num_classes`` other than the checkpoint's gives a new
-    classifier (see :class:`Adapted`), ``in_channels=1`` sums the first convolution's RGB filters."""
-    state = read_state_dict(path)
+    classifier (see :class:`Adapted`), ``in_channels=1`` sums the first convolution's RGB filters. ``state``:
+    the file's tensors when already read."""
+    state = read_state_dict(path) if state is None else state
     names = TORCHVISION_RESNET.all(state, "a torchvision-layout ResNet")
     net = create_supernet("resnet", **resnet_arch(state, **kwargs))
     fitted = Adapted(state, names, net.state_dict(), "fc", "stem_conv.weight", allow_new_head)
