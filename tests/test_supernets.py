@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import supernas as sn
+from supernas.errors import ConfigError
 from supernas.elastic import ElasticBatchNorm2d, ElasticConv2d
 from supernas.supernets.mbv3 import ElasticMBConv
 from supernas.supernets.resnet import ElasticResidualBlock
@@ -206,3 +207,11 @@ def test_absurd_sizes_are_refused_before_allocation(args, needle, monkeypatch):
     monkeypatch.setattr(base, "available_memory", lambda: 8 << 30)  # the same answer on every machine
     with pytest.raises(sn.ConfigError, match=needle):
         sn.create_supernet("mbv3", num_classes=10, image_size=32, **args)
+
+
+@pytest.mark.parametrize("family, args", [("mbv3", {"depths": [6135]}), ("resnet", {"base_depths": [2, 2, 500, 2]}),
+                                          ("bert", {"num_hidden_layers": 1000}), ("vit", {"num_hidden_layers": 129})])
+def test_absurd_depths_are_one_line_before_anything_is_built(family, args):
+    # a damaged checkpoint asked for 6,135 blocks per stage: building it took 217 s before it failed
+    with pytest.raises(ConfigError, match="exceeds 128 blocks"):
+        sn.create_supernet(family, **args)

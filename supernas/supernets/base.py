@@ -192,6 +192,8 @@ def family_class(name: str) -> type[Supernet]:
 
 
 MAX_IMAGE_SIDE = 8192  # an input a supernet is measured on is allocated: bound its side
+MAX_DEPTH = 128  # blocks per stage or layers (ResNet-152's largest stage has 36): building 6,000 took minutes
+DEPTH_ARGUMENTS = ("depths", "base_depths", "depth_deltas", "num_hidden_layers")
 
 
 def _short(v: Any) -> str:
@@ -229,6 +231,8 @@ def supernet_arch(name: str, **kwargs: Any) -> dict[str, Any]:
             raise ConfigError(f"supernet {name!r}: {k} must be a number in [0, 1), got {v!r}")
         if k in ("image_size", "resolutions") and any(isinstance(x, int) and x > MAX_IMAGE_SIDE for x in values):
             raise ConfigError(f"supernet {name!r}: {k} {_short(v)} exceeds {MAX_IMAGE_SIDE} pixels a side")
+        if k in DEPTH_ARGUMENTS and any(isinstance(x, int) and x > MAX_DEPTH for x in values):
+            raise ConfigError(f"supernet {name!r}: {k} {_short(v)} exceeds {MAX_DEPTH} blocks")
     bound = inspect.signature(cls.__init__).bind(None, **kwargs)
     bound.apply_defaults()
     return {"family": name, **{k: v for k, v in bound.arguments.items() if k != "self"}}
