@@ -24,3 +24,12 @@ def write_section(script: str, body: str) -> None:
     pattern = re.compile(rf"^## {re.escape(script)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     RESULTS.write_text(text)
+
+
+def publish(script: str, lines: list[str], write: bool = True) -> str:
+    """Print a benchmark's section and, when ``write``, record it in RESULTS.md; returns the text."""
+    body = "\n".join(lines)
+    print(body)
+    if write:
+        write_section(script, body)
+    return body

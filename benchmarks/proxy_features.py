@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_section  # noqa: E402
+from _results import publish  # noqa: E402
 
 from supernas.measure.proxies import PROXIES  # noqa: E402
 from supernas.predict import fit_predictor, quality  # noqa: E402
@@ -82,10 +82,7 @@ def main() -> None:
                  "inner search scores).")]
     lines.append(f"Command: `.venv/bin/python benchmarks/proxy_features.py --run {args.run} --splits {args.splits} "
                  f"--train {args.train}` (after `benchmarks/proxies.py` on the same run).")
-    body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("proxy_features.py", body)
+    publish("proxy_features.py", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

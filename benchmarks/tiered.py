@@ -25,7 +25,7 @@ from typing import Any, Mapping
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import write_section  # noqa: E402
+from _results import publish  # noqa: E402
 
 from supernas.run import make_evaluator, run_from_dir, trained_supernet  # noqa: E402
 from supernas.search import search  # noqa: E402
@@ -154,10 +154,7 @@ def main() -> None:
         lines.append("Accuracy (on all the validation images) and BN recalibration are measured in full inside the "
                      "screen, so a screen saves only the timed calls it does not make; `random` proposes the same "
                      "sub-networks whatever it is told, so it reaches the target after the same evaluations.")
-    body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("tiered.py", body)
+    publish("tiered.py", lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

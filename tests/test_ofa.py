@@ -65,6 +65,18 @@ def _lists(rng: random.Random, pick) -> tuple[list[int], list[int], list[int]]:
     return [pick(KS) for _ in range(20)], [pick(E) for _ in range(20)], [pick(D) for _ in range(5)]
 
 
+def assert_outputs_equal(ofa, net, cfg, x, atol: float = 1e-5, rtol: float = 0.0) -> torch.nn.Module:
+    """The elastic forward at ``cfg`` and its extracted model give ``ofa``'s (its active sub-network's) outputs;
+    returns the extracted model."""
+    net.set_active(cfg)
+    with torch.no_grad():
+        want = ofa(x)
+        torch.testing.assert_close(net(x), want, atol=atol, rtol=rtol)
+        sub = net.extract(cfg).eval()
+        torch.testing.assert_close(sub(x), want, atol=atol, rtol=rtol)
+    return sub
+
+
 def test_every_sub_network_gives_once_for_alls_outputs(pair):
     ofa, net, width, _ = pair
     assert net.arch["width_mult"] == width and net.arch["num_classes"] == 1000
@@ -74,11 +86,7 @@ def test_every_sub_network_gives_once_for_alls_outputs(pair):
     for ks, e, d in cases:
         ofa.set_active_subnet(ks=ks, e=e, d=d)
         cfg = from_ofa(net, ks, e, d)
-        net.set_active(cfg)
-        with torch.no_grad():
-            want = ofa(x)
-            torch.testing.assert_close(net(x), want, atol=1e-5, rtol=0)
-            torch.testing.assert_close(net.extract(cfg).eval()(x), want, atol=1e-5, rtol=0)
+        assert_outputs_equal(ofa, net, cfg, x)
         back = to_ofa(net, cfg)
         assert back["d"] == d and from_ofa(net, back["ks"], back["e"], back["d"]) == cfg
     assert from_ofa(net, *_lists(rng, max)) == net.space.largest()

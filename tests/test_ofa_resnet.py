@@ -12,7 +12,7 @@ import torch
 import supernas as sn
 from supernas.errors import CheckpointError, ConfigError, SupernasWarning
 from supernas.supernets.resnet_checkpoints import from_ofa_resnet, to_ofa_resnet
-from test_ofa import networks
+from test_ofa import assert_outputs_equal, networks
 
 D, E, W = [0, 1, 2], [0.2, 0.25, 0.35], [0.65, 0.8, 1.0]
 
@@ -45,12 +45,7 @@ def test_every_sub_network_gives_once_for_alls_outputs(pair):
     for d, e, w in cases:
         ofa.set_active_subnet(d=d, e=e, w=w)
         cfg = from_ofa_resnet(net, d, e, w)
-        net.set_active(cfg)
-        with torch.no_grad():
-            want = ofa(x)
-            torch.testing.assert_close(net(x), want, atol=1e-5, rtol=1e-5)
-            sub = net.extract(cfg).eval()
-            torch.testing.assert_close(sub(x), want, atol=1e-5, rtol=1e-5)
+        sub = assert_outputs_equal(ofa, net, cfg, x)
         ours = sum(p.numel() for p in sub.parameters())
         assert ours == sum(p.numel() for p in ofa.get_active_subnet().parameters())
         back = to_ofa_resnet(net, cfg)
