@@ -65,6 +65,12 @@ def _lists(rng: random.Random, pick) -> tuple[list[int], list[int], list[int]]:
     return [pick(KS) for _ in range(20)], [pick(E) for _ in range(20)], [pick(D) for _ in range(5)]
 
 
+def reference_cases(lists, n: int = 20) -> list:
+    """Once-for-All lists of the largest, the smallest and ``n`` seeded random sub-networks (``lists(rng, pick)``)."""
+    rng = random.Random(0)
+    return [lists(rng, max), lists(rng, min)] + [lists(rng, rng.choice) for _ in range(n)]
+
+
 def assert_outputs_equal(ofa, net, cfg, x, atol: float = 1e-5, rtol: float = 0.0) -> torch.nn.Module:
     """The elastic forward at ``cfg`` and its extracted model give ``ofa``'s (its active sub-network's) outputs;
     returns the extracted model."""
@@ -80,16 +86,14 @@ def assert_outputs_equal(ofa, net, cfg, x, atol: float = 1e-5, rtol: float = 0.0
 def test_every_sub_network_gives_once_for_alls_outputs(pair):
     ofa, net, width, _ = pair
     assert net.arch["width_mult"] == width and net.arch["num_classes"] == 1000
-    rng = random.Random(0)
-    cases = [_lists(rng, max), _lists(rng, min)] + [_lists(rng, rng.choice) for _ in range(20)]
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    for ks, e, d in cases:
+    for ks, e, d in reference_cases(_lists):
         ofa.set_active_subnet(ks=ks, e=e, d=d)
         cfg = from_ofa(net, ks, e, d)
         assert_outputs_equal(ofa, net, cfg, x)
         back = to_ofa(net, cfg)
         assert back["d"] == d and from_ofa(net, back["ks"], back["e"], back["d"]) == cfg
-    assert from_ofa(net, *_lists(rng, max)) == net.space.largest()
+    assert from_ofa(net, *_lists(random.Random(0), max)) == net.space.largest()
 
 
 def test_counts_match_once_for_alls_largest(pair):

@@ -12,7 +12,7 @@ import torch
 import supernas as sn
 from supernas.errors import CheckpointError, ConfigError, SupernasWarning
 from supernas.supernets.resnet_checkpoints import from_ofa_resnet, to_ofa_resnet
-from test_ofa import assert_outputs_equal, networks
+from test_ofa import assert_outputs_equal, networks, reference_cases
 
 D, E, W = [0, 1, 2], [0.2, 0.25, 0.35], [0.65, 0.8, 1.0]
 
@@ -39,10 +39,8 @@ def test_every_sub_network_gives_once_for_alls_outputs(pair):
     ofa, net, _ = pair
     assert net.arch["stem"] == "deep" and net.arch["num_classes"] == 1000
     assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in ofa.parameters())
-    rng = random.Random(0)
-    cases = [_lists(rng, max), _lists(rng, min)] + [_lists(rng, rng.choice) for _ in range(20)]
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    for d, e, w in cases:
+    for d, e, w in reference_cases(_lists):
         ofa.set_active_subnet(d=d, e=e, w=w)
         cfg = from_ofa_resnet(net, d, e, w)
         sub = assert_outputs_equal(ofa, net, cfg, x)
