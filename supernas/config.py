@@ -53,6 +53,24 @@ class SupernetSection(Section):
             raise ValueError("teacher 'original' needs a pretrained model (supernet.pretrained) of the bert family")
         return self
 
+    @property
+    def checkpoint_file(self) -> bool:
+        """``pretrained`` names a checkpoint file the family's registered loader reads (mbv3, resnet), not a
+        Hugging Face folder for bert."""
+        from .supernets import pretrained_families
+
+        return self.pretrained is not None and self.family in pretrained_families()
+
+    def constructor_args(self) -> dict[str, Any]:
+        """``args`` the family's constructor takes: with a checkpoint file, without its loader's own
+        (``reorder``, ``allow_new_head``)."""
+        if not self.checkpoint_file:
+            return dict(self.args)
+        from .supernets import loader_arguments
+
+        loader = loader_arguments(self.family)
+        return {k: v for k, v in self.args.items() if k not in loader}
+
     @field_validator("family")
     @classmethod
     def _known_family(cls, v: str) -> str:
@@ -350,16 +368,13 @@ class RunConfig(Section):
             raise ValueError("text data needs the bert family, and the bert family needs text data "
                              f"(data.kind: text); got family {self.supernet.family!r} with "
                              f"{'text' if self.data.is_text else 'image'} data")
-        from .supernets import loader_arguments, pretrained_families, supernet_arch
+        from .supernets import supernet_arch
 
-        args = dict(self.supernet.args)
-        image_checkpoint = self.supernet.pretrained is not None and self.supernet.family in pretrained_families()
-        if image_checkpoint:  # the loader's own arguments are not the constructor's
-            args = {k: v for k, v in args.items() if k not in loader_arguments(self.supernet.family)}
         try:  # argument names and shared value checks against the family's constructor, at load time
-            supernet_arch(self.supernet.family, **args)
+            supernet_arch(self.supernet.family, **self.supernet.constructor_args())
         except ConfigError as e:
             raise ValueError(f"supernet: {e}") from None
+        image_checkpoint = self.supernet.checkpoint_file
         if self.train.epochs == 0 and not image_checkpoint:
             raise ValueError("train.epochs 0 searches a supernet as it was trained: it needs supernet.pretrained "
                              "(an mbv3 or resnet checkpoint)")

@@ -215,3 +215,9 @@ def test_absurd_depths_are_one_line_before_anything_is_built(family, args):
     # a damaged checkpoint asked for 6,135 blocks per stage: building it took 217 s before it failed
     with pytest.raises(ConfigError, match="exceeds 128 blocks"):
         sn.create_supernet(family, **args)
+
+
+def test_the_resnet50_preset_is_offered_only_in_torchvisions_layout():
+    assert "resnet50" in sn.create_supernet("resnet").space.presets
+    for layout in ({"avg_down": True}, {"stem": "deep", "avg_down": True}):  # ResNet-D is not torchvision's network
+        assert "resnet50" not in sn.create_supernet("resnet", **layout).space.presets

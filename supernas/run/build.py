@@ -7,7 +7,7 @@ import torch
 
 from ..config import RunConfig
 from ..errors import CheckpointError
-from ..supernets import Supernet, loader_arguments, pretrained_families, supernet_arch
+from ..supernets import Supernet, supernet_arch
 from .paths import RunPaths
 from .tasks import task_of
 
@@ -43,9 +43,8 @@ def trained_supernet(cfg: RunConfig, paths: RunPaths):
     bundle = load_data(cfg)
     net = load_supernet(last)
     args = supernet_args(cfg, bundle)
-    if cfg.supernet.pretrained is not None and cfg.supernet.family in pretrained_families():
-        # the checkpoint's sizes came from the pretrained file: the run file's arguments must hold
-        loader = loader_arguments(cfg.supernet.family)
+    if cfg.supernet.checkpoint_file:  # the sizes came from the file: the run file's arguments must hold
+        loader = cfg.supernet.args.keys() - cfg.supernet.constructor_args().keys()
         fits = net.arch.get("family") == cfg.supernet.family and all(
             plain(net.arch.get(k)) == plain(v) for k, v in args.items() if k not in loader)
     else:

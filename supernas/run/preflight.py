@@ -67,7 +67,7 @@ def supernet_bytes(cfg: RunConfig) -> int:
     from ..supernets.base import require_memory
 
     args = dict(cfg.supernet.args)
-    if cfg.supernet.pretrained is not None and cfg.supernet.family != "bert":  # a checkpoint file: its size
+    if cfg.supernet.checkpoint_file:  # its size is its weights
         path = Path(cfg.supernet.pretrained)
         if not path.is_file():
             raise CheckpointError(f"supernet.pretrained: {path} is not a file")

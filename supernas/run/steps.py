@@ -43,7 +43,7 @@ def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: 
     freeze(net, cfg.supernet.freeze)
     teacher = task_of(cfg).teacher(cfg, bundle, supernet_args(cfg, bundle), paths.checkpoints / "teacher", progress)
     last = paths.checkpoints / LAST  # the weights alone, when the run searched a pretrained supernet before it grew
-    resume = not (cfg.supernet.pretrained and last.is_file() and "epoch" not in load_checkpoint(last))
+    resume = not (cfg.supernet.pretrained and last.is_file() and "epoch" not in load_checkpoint(last, mmap=True))
     result = train_supernet(net, bundle, config=cfg.train, checkpoint_dir=paths.checkpoints, resume=resume,
                             progress=progress, teacher=teacher)
     if console is not None:

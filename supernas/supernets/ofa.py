@@ -16,10 +16,10 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..elastic import make_divisible
 from ..errors import CheckpointError, ConfigError
 from ..space import Config
 from .base import create_supernet, register_pretrained
-from ..elastic import make_divisible
 from .mbv3 import STAGE_WIDTHS, MobileNetV3Supernet
 from .pretrained import Adapted, NameMap, read_state_dict
 

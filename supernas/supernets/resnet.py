@@ -253,13 +253,13 @@ class ResNetSupernet(Supernet):
         self.fc = ElasticLinear(cin, num_classes)
         if resolutions:
             choices.append(Choice("resolution", tuple(sorted(int(r) for r in resolutions))))
-        r50: Config = {**({} if tie_stem or self.deep_stem else {"stem.width": 1.0}),
-                       **({"resolution": max(resolutions)} if resolutions else {})}
+        r50: Config = {"stem.width": 1.0, **({"resolution": max(resolutions)} if resolutions else {})}
         for i, d in enumerate((3, 4, 6, 3), 1):
             r50.update({f"stage{i}.depth": d, f"stage{i}.width": 1.0})
             r50.update({f"stage{i}.block{b}.expand": 0.25 for b in range(1, d + 1)})
         presets = {}
-        if block == "bottleneck" and self.stage_widths == default_widths and self.stem_width == 64:
+        torchvision = not (self.deep_stem or avg_down or tie_stem) and block == "bottleneck"  # the preset is
+        if torchvision and self.stage_widths == default_widths and self.stem_width == 64:  # torchvision's network
             try:
                 presets = {"resnet50": SearchSpace(choices).validate(r50)}
             except ConfigError:  # a custom space that does not contain ResNet-50

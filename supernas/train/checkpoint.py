@@ -66,16 +66,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
     """Read a checkpoint with ``weights_only=True``; a missing, truncated, corrupt or foreign file raises
-    CheckpointError with one line."""
+    CheckpointError with one line. ``mmap``: tensors are mapped, not read (to look at the other entries)."""
     path = Path(path)
     if path.is_dir():
         path = path / LAST
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # zip/pickle/EOF errors of a damaged file
         raise CheckpointError(f"{path} is not a readable supernas checkpoint (truncated or corrupt: "
                               f"{type(e).__name__})") from None
