@@ -337,3 +337,20 @@ def test_a_grown_training_resumes_at_the_next_epoch_on_the_longer_schedule(tmp_p
     planned = train(tiny_net(), tiny_data, **dict(settings, epochs=4))  # planned with 4 epochs from the start
     assert [h["lr"] for h in grown.history[2:]] == pytest.approx([h["lr"] for h in planned.history[2:]])
     assert grown.history[1]["lr"] != pytest.approx(planned.history[1]["lr"])  # the first two ran the 2-epoch plan
+
+
+@pytest.mark.parametrize("cpu_amp, amx, dtype", [("off", True, torch.float32), ("bf16", False, torch.bfloat16),
+                                                  ("auto", True, torch.bfloat16), ("auto", False, torch.float32)])
+def test_cpu_amp_autocasts_training_to_bfloat16_where_asked(tiny_data, monkeypatch, cpu_amp, amx, dtype):
+    from supernas.train import trainer
+    monkeypatch.setattr(trainer, "cpu_has_amx", lambda: amx)
+    net, seen = tiny_net(), set()
+    conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+    result = train(net, tiny_data, cpu_amp=cpu_amp, device="cpu", **dict(FAST, epochs=1))
+    assert seen == {dtype}
+    assert result.last()["precision"] == str(dtype).removeprefix("torch.")
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # autocast: the weights stay float32
+    again = tiny_net()
+    train(again, tiny_data, cpu_amp=cpu_amp, device="cpu", **dict(FAST, epochs=1))
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), again.state_dict().values()))

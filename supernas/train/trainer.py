@@ -1,5 +1,6 @@
 """The supernet trainer: sandwich rule, in-place distillation, progressive shrinking, warm-up + cosine
-schedule, atomic per-epoch checkpoints with exact resume, NaN guard, torchrun/DDP, AMP on CUDA."""
+schedule, atomic per-epoch checkpoints with exact resume, NaN guard, torchrun/DDP, AMP on CUDA, bfloat16 on
+CPUs with AMX."""
 from __future__ import annotations
 
 import contextlib
@@ -81,6 +82,22 @@ def fast_forward(sched: torch.optim.lr_scheduler.LRScheduler, steps: int) -> Non
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(steps):
             sched.step()
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tile units (native bfloat16/int8 matrix multiplication), as PyTorch sees it."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype training's forward passes autocast to: float16 on CUDA with ``amp``, bfloat16 on CPU with
+    ``cpu_amp`` ``bf16`` (or ``auto`` on a CPU with AMX); None for plain float32."""
+    if device.type == "cuda":
+        return torch.float16 if cfg.amp else None
+    if cfg.cpu_amp == "bf16" or (cfg.cpu_amp == "auto" and cpu_has_amx()):
+        return torch.bfloat16
+    return None
 
 
 def _device(cfg: TrainConfig) -> torch.device:
@@ -203,7 +220,9 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
     train_ds, val_ds = data.train, data.val
     if len(train_ds) < 2:
         raise TrainingError(f"the training set has {len(train_ds)} examples; need at least 2")
-    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = autocast_dtype(cfg, device)
+    precision = str(amp_dtype or torch.float32).removeprefix("torch.")
+    use_scaler = amp_dtype == torch.float16  # bfloat16 has float32's range: no loss scaling
     torch.manual_seed(cfg.seed)
     if cfg.zero_init_residual:  # on resume the checkpoint's weights replace these
         zero_init_residual(net)
@@ -223,7 +242,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
         raise TrainingError(f"the training set has {len(train_ds)} examples: not one batch of {cfg.batch_size}")
     opt = make_optimizer(net, cfg)
     sched = make_scheduler(opt, cfg, steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     phases = (progressive_phases(net.space, cfg.epochs, cfg.phase_epochs) if cfg.progressive
               else [Phase("full-space", net.space, 0, cfg.epochs)])
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -252,7 +271,8 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
     log = _Log(Path(log_path) if log_path else (ckpt_dir / METRICS if ckpt_dir else None), info.is_main)
     if result.resumed_from is not None:
         log.restart(result.history)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if use_amp else contextlib.nullcontext
+    autocast = ((lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None
+                else contextlib.nullcontext)
     with _progress(progress and info.is_main, (cfg.epochs - start) * steps) as bar:
         task = bar.add_task("train", total=(cfg.epochs - start) * steps, info="") if bar else None
         speed, done = _Speed(bs * info.world_size, (cfg.epochs - start) * steps), 0
@@ -281,14 +301,14 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
                 projection = speed.step(done)
                 if bar:
                     if projection and info.is_main:
-                        bar.console.print(projection)
+                        bar.console.print(projection + f"; forward passes in {precision}")
                     bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} {phase.name}",
                                info=f"loss {losses[0]:.3f} · {speed.epoch_rate:,.0f} img/s")
             row: dict[str, Any] = {"epoch": epoch, "phase": phase.name, "lr": opt.param_groups[0]["lr"],
                                    "loss_largest": D.all_reduce_mean(sums[0] / steps, info),
                                    "loss_others": D.all_reduce_mean(sum(sums[1:]) / steps / max(len(sums) - 1, 1), info),
                                    "epoch_s": speed.epoch_seconds,
-                                   "images_per_s": speed.epoch_rate}
+                                   "images_per_s": speed.epoch_rate, "precision": precision}
             last = epoch == cfg.epochs - 1
             if val is not None and info.is_main and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or last):
                 for name, sub in (("largest", phase.space.largest()), ("smallest", phase.space.smallest())):
