@@ -193,7 +193,22 @@ def test_a_quantized_run_searches_exports_int8_and_reports(tmp_path, capsys):
     assert (tmp_path / "q" / q["file"]).exists() and 0 <= q["top1_agreement"] <= 1
     assert set(q["policy"]) and all(v in Q.PRECISIONS for v in q["policy"].values())
     assert "test_accuracy" in info or "metrics" in info
-    assert (tmp_path / "q" / "report.html").exists() or list((tmp_path / "q").glob("report*"))
+    report = (tmp_path / "q" / "report.html").read_text()
+    from supernas.run.paths import FP32_RUN, SEARCH_RUN
+    from supernas.store import Store
+    with Store(tmp_path / "q" / "results.db", readonly=True) as db:
+        int8 = {r.key: r for r in db.records(SEARCH_RUN) if r.status == "ok"}
+        fp32 = [r for r in db.records(FP32_RUN) if r.status == "ok"]
+    assert fp32 and all(not any(k.endswith(".precision") for k in r.config) for r in fp32)  # architectures
+    for r in fp32:  # the same architecture: FP32 bytes at least those of any of its (partly) INT8 graphs
+        twins = [q for q in int8.values() if {k: v for k, v in q.config.items() if k in r.config} == r.config]
+        assert twins and all(r.values["bytes"] >= q.values["bytes"] for q in twins)
+    assert "FP32 (the INT8 front" in report and '"reference-front"' in report
+    assert len(list((tmp_path / "q" / "plots").glob("front_*.png"))) == 3
+    code, err = cli(["search", path], capsys)  # resumed: nothing measured again
+    with Store(tmp_path / "q" / "results.db", readonly=True) as db:
+        assert sorted((r.key, r.time) for r in db.records(FP32_RUN)) == sorted((r.key, r.time) for r in fp32)
+    assert code == 0, err
     doc["search"]["quantization"] = {"policy": "int4"}
     path.write_text(yaml.safe_dump(doc))
     code, err = cli(["run", "--config", path, "--out", tmp_path / "bad"], capsys)

@@ -115,7 +115,8 @@ def write_report(out_dir: str | Path, evaluations: pd.DataFrame, columns: Sequen
                  exports: Sequence[str | Path] | None = None, title: str = "supernas report",
                  summary: Mapping[str, Any] | str | None = None, constraints: Any = None,
                  facts: Mapping[str, Mapping[str, str]] | None = None,
-                 training: Sequence[Mapping[str, Any]] | None = None) -> Path:
+                 training: Sequence[Mapping[str, Any]] | None = None,
+                 reference: tuple[str, pd.DataFrame] | None = None) -> Path:
     """Write ``report.html`` (self-contained), ``plots/*.png`` and ``front.csv`` into ``out_dir``.
 
     ``evaluations`` has one row per config (``key`` and/or ``config`` plus the metric ``columns``);
@@ -124,21 +125,27 @@ def write_report(out_dir: str | Path, evaluations: pd.DataFrame, columns: Sequen
     ``supernas.export`` writes) gets a model card and is marked in the plots; ``summary`` adds lines
     (a mapping) or a note (a string); ``constraints`` (the run's ``search.constraints``) restrict the
     front to feasible sub-networks; ``facts`` are sections of (label, value) lines shown as "Run facts";
-    ``training`` the per-epoch metrics log, drawn as the training curve. Returns the path of ``report.html``."""
+    ``training`` the per-epoch metrics log, drawn as the training curve; ``reference`` (label, evaluations of
+    the same columns: a quantized run's FP32 measurements) is drawn on every front plot next to the run's own
+    points. Returns the path of ``report.html``."""
     cols = check_columns(evaluations, columns)
+    if reference is not None:
+        check_columns(reference[1], cols)
+        kept = reference[1].dropna(subset=cols).reset_index(drop=True)
+        reference = (reference[0], kept) if len(kept) else None
     out = Path(out_dir)
     plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
     front = write_front_table(evaluations, cols, out / "front.csv", constraints)
     knee = front.index[front["knee"]][0] if front["knee"].any() else None
-    plots = plot_fronts(evaluations, cols, plots_dir, knee, constraints)
+    plots = plot_fronts(evaluations, cols, plots_dir, knee, constraints, reference)
     if hv_history:
         plots.append(plot_hypervolume(hv_history, plots_dir / "hypervolume.png"))
     records = export_records(exports or [])
     ranges = value_ranges(parse_config(config_text(r)) for _, r in evaluations.iterrows())
     marks = {str(info.get("name", p.stem)): row_of(evaluations, info.get("config")) for p, info in records}
     figures = front_figures(evaluations, cols, knee, {k: v for k, v in marks.items() if v is not None},
-                            constraints)
+                            constraints, reference)
     if hv_history:
         figures.append(("plot-hypervolume", hypervolume_figure(hv_history)))
     if training and (curve := training_figure(training)) is not None:

@@ -87,10 +87,12 @@ def _layout(title: str, x: str, y: str) -> dict[str, Any]:
 
 def front_figure(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence[tuple[str, str, str]],
                  hover: Sequence[str], knee: Any = None, marks: Mapping[str, Any] | None = None,
-                 constraints: Any = None) -> go.Figure:
+                 constraints: Any = None, reference: tuple[str, pd.DataFrame] | None = None) -> go.Figure:
     """One marker trace per series with every evaluation (front points coloured, the knee a star, marked
     rows diamonds), a line through its front, and an annotation per knee / marked row. The legend entry
-    is a point-less proxy (plotly would draw it with the first point's symbol)."""
+    is a point-less proxy (plotly would draw it with the first point's symbol). ``reference`` (label,
+    evaluations of the same columns: a quantized run's FP32 measurements) adds hollow markers and a dashed
+    front per series."""
     marks = {k: v for k, v in (marks or {}).items() if v in df.index}
     labels: dict[Any, list[str]] = {knee: ["knee"]} if knee is not None and knee in df.index else {}
     for name, idx in marks.items():
@@ -125,19 +127,40 @@ def front_figure(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence[tu
             if x[p] is not None and y[p] is not None:
                 annotations.append(dict(x=x[p], y=y[p], text=html.escape(", ".join(names)), showarrow=True,
                                         arrowhead=2, ax=30, ay=-30, font=dict(size=11)))
+        if reference is not None:
+            label = reference[0] + (f" · {target}" if len(series) > 1 else "")
+            _reference_traces(fig, reference[1], ycol, xcol, label, _COLOURS[(i + len(series)) % len(_COLOURS)],
+                              constraints)
     fig.update_layout(**_layout(f"{y_name} vs {x_name}", axis_label(series[0][1]), axis_label(series[0][0])),
                       annotations=annotations)
     return fig
 
 
+def _reference_traces(fig: go.Figure, ref: pd.DataFrame, ycol: str, xcol: str, label: str, colour: str,
+                      constraints: Any) -> None:
+    """Every reference evaluation as a hollow marker and a dashed line through the reference's front."""
+    x, y = _values(ref, xcol), _values(ref, ycol)
+    on_front = pareto_mask(ref, [ycol, xcol], constraints)
+    fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=f"{label}: evaluated ({len(ref)})", meta="reference",
+                             hovertext=hover_texts(ref, [ycol, xcol]), legendgroup=label,
+                             hovertemplate=f"%{{hovertext}}<extra>{html.escape(label)}</extra>",
+                             marker=dict(symbol="circle-open", color=colour, size=9, line=dict(width=2))))
+    pos = np.flatnonzero(on_front)
+    order = pos[np.argsort([x[p] for p in pos], kind="stable")]
+    fig.add_trace(go.Scatter(x=[x[p] for p in order], y=[y[p] for p in order], mode="lines", hoverinfo="skip",
+                             name=f"{label}: front ({len(pos)})", meta="reference-front", legendgroup=label,
+                             line=dict(color=colour, width=2, dash="dash",
+                                       shape="hv" if direction(ycol) == "max" else "linear")))
+
+
 def front_figures(df: pd.DataFrame, columns: Sequence[str], knee: Any = None,
-                  marks: Mapping[str, Any] | None = None, constraints: Any = None
-                  ) -> list[tuple[str, go.Figure]]:
+                  marks: Mapping[str, Any] | None = None, constraints: Any = None,
+                  reference: tuple[str, pd.DataFrame] | None = None) -> list[tuple[str, go.Figure]]:
     """(plot id, figure) per pair of objectives (``objective_pairs``), then a scatter matrix of every
-    objective column when there are three or more."""
+    objective column when there are three or more; ``reference`` as in :func:`front_figure`."""
     hover = hover_texts(df, columns)
     out = [(f"plot-front-{file_safe(y)}-vs-{file_safe(x)}", front_figure(df, y, x, series, hover, knee, marks,
-                                                                  constraints))
+                                                                  constraints, reference))
            for y, x, series in objective_pairs(columns)]
     if len(columns) >= 3:
         out.append(("plot-matrix", matrix_figure(df, columns, hover, constraints)))

@@ -51,9 +51,10 @@ def file_safe(name: str) -> str:
 
 
 def plot_front_pair(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence[tuple[str, str, str]],
-                    path: Path, knee: Any = None, constraints: Any = None) -> Path:
+                    path: Path, knee: Any = None, constraints: Any = None,
+                    reference: tuple[str, pd.DataFrame] | None = None) -> Path:
     """All points of each series faint, its 2-D front (of the feasible points) bold and joined, the overall
-    knee starred."""
+    knee starred; ``reference`` (label, evaluations of the same columns) as hollow points, its front dashed."""
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=100)
     colours = plt.get_cmap("tab10").colors
     for i, (ycol, xcol, target) in enumerate(series):
@@ -70,6 +71,17 @@ def plot_front_pair(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence
             pos = df.index.get_loc(knee)
             ax.scatter([x[pos]], [y[pos]], marker="*", s=220, color="black", zorder=5,
                        label="knee (all objectives)" if i == 0 else None)
+        if reference is not None:
+            label, ref = reference[0] + (f" · {target}" if len(series) > 1 else ""), reference[1]
+            colour = colours[(i + len(series)) % len(colours)]
+            rx = pd.to_numeric(ref[xcol], errors="coerce").to_numpy(float)
+            ry = pd.to_numeric(ref[ycol], errors="coerce").to_numpy(float)
+            ax.scatter(rx, ry, s=30, facecolors="none", edgecolors=colour, label=f"{label}: evaluated")
+            ref_front = pareto_mask(ref, [ycol, xcol], constraints)
+            order = np.argsort(rx[ref_front], kind="stable")
+            ax.plot(rx[ref_front][order], ry[ref_front][order], "--", color=colour,
+                    drawstyle="steps-post" if direction(ycol) == "max" else "default",
+                    label=f"{label}: front ({int(ref_front.sum())})")
     ax.set_xlabel(axis_label(series[0][1]))
     ax.set_ylabel(axis_label(series[0][0]))
     ax.set_title(f"{y_name} vs {x_name}")
@@ -82,12 +94,13 @@ def plot_front_pair(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence
 
 
 def plot_fronts(df: pd.DataFrame, columns: Sequence[str], out_dir: str | Path, knee: Any = None,
-                constraints: Any = None) -> list[Path]:
+                constraints: Any = None, reference: tuple[str, pd.DataFrame] | None = None) -> list[Path]:
     """One ``front_<y>_vs_<x>.png`` per pair of objectives in ``out_dir``; returns their paths."""
     cols = check_columns(df, columns)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [plot_front_pair(df, y, x, series, out / f"front_{file_safe(y)}_vs_{file_safe(x)}.png", knee, constraints)
+    return [plot_front_pair(df, y, x, series, out / f"front_{file_safe(y)}_vs_{file_safe(x)}.png", knee, constraints,
+                            reference)
             for y, x, series in objective_pairs(cols)]
 
 

@@ -75,10 +75,10 @@ def search_space(cfg: RunConfig, net: Supernet):
 
 
 def make_evaluator(cfg: RunConfig, net: Supernet, bundle: Any, columns: Sequence[str] | None = None,
-                   paths: RunPaths | None = None):
+                   paths: RunPaths | None = None, quantized: bool = True):
     """The run's evaluator (with a screen when ``search.screen_samples`` or ``screen_repeats`` is set); with ``search.quantization``
     it measures INT8 graphs in ONNX Runtime (calibrated ranges cached in the run's ``calibration/`` folder when
-    ``paths`` are given)."""
+    ``paths`` are given); ``quantized=False`` gives the plain FP32 evaluator whatever the run file says."""
     from ..data import loaders
     from ..measure import Evaluator
 
@@ -88,7 +88,7 @@ def make_evaluator(cfg: RunConfig, net: Supernet, bundle: Any, columns: Sequence
               calib_batches=cfg.search.calib_batches, screen_samples=cfg.search.screen_samples,
               screen_repeats=cfg.search.screen_repeats, screen_z=cfg.search.screen_z)
     spec = quantization(cfg)
-    if spec.enabled:
+    if spec.enabled and quantized:
         from ..quantize import QuantizedEvaluator
 
         return QuantizedEvaluator(net, cols, quantization=spec, cache_dir=paths.root / "calibration" if paths else None,

@@ -23,6 +23,7 @@ from ..errors import ConfigError, warn
 from .preflight import preflight
 
 SEARCH_RUN = "search"
+FP32_RUN = "search:fp32"  # a quantized run's INT8 front, measured again in FP32 for the report
 
 
 @dataclass(frozen=True)

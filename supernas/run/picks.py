@@ -16,25 +16,38 @@ from ..errors import ConfigError
 from ..measure.objectives import direction
 from .build import make_evaluator, quantization, search_space, trained_supernet
 from .facts import timed
-from .paths import SEARCH_RUN, RunPaths
+from .paths import FP32_RUN, SEARCH_RUN, RunPaths
 from ..space import Config
 from ..supernets import Supernet
 
 
-def evaluations_frame(cfg: RunConfig, paths: RunPaths):
-    """One row per successfully evaluated config of the run's search (key, config, metric columns)."""
+def evaluations_frame(cfg: RunConfig, paths: RunPaths, run: str = SEARCH_RUN):
+    """One row per successfully evaluated config of the run's search (key, config, metric columns); ``run``
+    names another run of results.db (``FP32_RUN``)."""
     from ..store import Store
 
     if not paths.results.exists():
         raise ConfigError(f"{paths.root} has no results yet; run `supernas search` first")
     with Store(paths.results, readonly=True) as db:
-        df = db.dataframe(SEARCH_RUN)
+        df = db.dataframe(run)
     if "status" in df.columns:
         df = df[df["status"] == "ok"]
     missing = [c for c in cfg.search.objectives if c not in df.columns]
     if df.empty or missing:
-        raise ConfigError(f"{paths.root} holds no complete evaluations of {', '.join(cfg.search.objectives)}")
+        raise ConfigError(f"{paths.root} holds no complete evaluations of {', '.join(cfg.search.objectives)}"
+                          + (f" in run {run!r}" if run != SEARCH_RUN else ""))
     return df.dropna(subset=cfg.search.objectives).reset_index(drop=True)
+
+
+def reference_frame(cfg: RunConfig, paths: RunPaths) -> tuple[str, Any] | None:
+    """(label, evaluations) of a quantized run's FP32 reference (``fp32_reference_step``), for the report;
+    None when the run is not quantized or holds none."""
+    if not quantization(cfg).enabled:
+        return None
+    try:
+        return "FP32 (the INT8 front's architectures)", evaluations_frame(cfg, paths, FP32_RUN)
+    except ConfigError:
+        return None
 
 
 def pick_config(cfg: RunConfig, paths: RunPaths, pick: str, supernet: Callable[[], tuple[Supernet, Any]]

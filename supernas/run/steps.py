@@ -14,12 +14,12 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..space import Config
 from ..supernets import Supernet
-from .build import build_supernet, load_data, make_evaluator, search_space, strategy_options, supernet_args, \
-    trained_supernet
+from .build import build_supernet, load_data, make_evaluator, quantization, search_space, strategy_options, \
+    supernet_args, trained_supernet
 from .console import fmt_number, print_front, print_picks
 from .facts import run_facts, timed, training_history
-from .paths import SEARCH_RUN, RunPaths, open_run
-from .picks import evaluations_frame, export_pick, exported_picks
+from .paths import FP32_RUN, SEARCH_RUN, RunPaths, open_run
+from .picks import evaluations_frame, export_pick, exported_picks, reference_frame
 from .preflight import preflight
 from .tasks import task_of
 
@@ -73,7 +73,40 @@ def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: 
     tmp.replace(paths.search_json)
     if console is not None:
         print_front(console, result.front, s.objectives, knee=result.knee)
+    if quantization(cfg).enabled:
+        fp32_reference_step(cfg, paths, net=net, bundle=bundle, console=console)
     return result
+
+
+@timed("fp32 reference")
+def fp32_reference_step(cfg: RunConfig, paths: RunPaths, net: Supernet | None = None, bundle: Any = None,
+                        console: Console | None = None) -> int:
+    """A quantized run's FP32 reference: the architectures of its INT8 front (the feasible front of every
+    objective), each measured once more in FP32 on the same objectives and targets (PyTorch accuracy, the FP32
+    ONNX graph's latency and bytes) and stored as run ``search:fp32`` of results.db, so the report draws both
+    fronts on one plot. Resumable: nothing stored is measured again. Returns how many architectures it holds."""
+    from ..quantize import split_config
+    from ..report import front_table
+    from ..search.session import EvaluationSession
+
+    front = front_table(evaluations_frame(cfg, paths), cfg.search.objectives, cfg.search.constraints or None)
+    if net is None:
+        net, bundle = trained_supernet(cfg, paths)
+    archs: dict[str, Config] = {}
+    for text in front["config"]:
+        arch = net.space.validate(split_config(net, json.loads(text))[0])
+        archs.setdefault(net.space.key(arch), arch)
+    evaluator = make_evaluator(cfg, net, bundle, paths=paths, quantized=False)
+    with EvaluationSession(net.space, evaluator, cfg.search.objectives, store=paths.results, run=FP32_RUN,
+                           meta={"of": SEARCH_RUN, "precision": "fp32"}) as session:
+        todo = sum(not session.measured(k) for k in archs)
+        if console is not None and todo:
+            console.print(f"FP32 reference: measuring {todo} of the INT8 front's {len(archs)} architectures in FP32")
+        outcomes = list(session.evaluate_many(list(archs.values())))
+    failed = [o for o in outcomes if not o.outcome.ok]
+    if console is not None and failed:
+        console.print(f"FP32 reference: {len(failed)} architecture(s) failed ({failed[0].outcome.error})")
+    return len(outcomes) - len(failed)
 
 
 def run_all(cfg: RunConfig, fresh: bool = False, progress: bool = True, console: Console | None = None) -> Path:
@@ -169,6 +202,10 @@ def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None 
                + (f" from {cfg.supernet.pretrained}" if cfg.supernet.pretrained else ""),
                "data": cfg.data.dataset, "strategy": cfg.search.strategy,
                **({"constraints": facts["search"]["constraints"]} if "constraints" in facts["search"] else {})}
+    reference = reference_frame(cfg, paths)
+    if reference is not None:
+        summary["FP32 reference"] = (f"{len(reference[1])} architectures of the INT8 front measured in FP32 "
+                                     f"(hollow points, dashed front in the plots)")
     for info in exported_picks(paths):
         values = ", ".join(f"{c} {fmt_number(v)}" for c, v in info["metrics"].items())
         test = f"; test accuracy {info['test_accuracy']:.4f}" if info.get("test_accuracy") is not None else ""
@@ -176,4 +213,4 @@ def report_step(cfg: RunConfig, paths: RunPaths, exports: Sequence[Path] | None 
     return write_report(paths.root, df, cfg.search.objectives, hv_history=hv, exports=exports,
                         title=f"supernas report: {cfg.name}", summary=summary,
                         constraints=cfg.search.constraints or None, facts=facts,
-                        training=training_history(paths.root))
+                        training=training_history(paths.root), reference=reference)
