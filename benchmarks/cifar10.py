@@ -35,6 +35,7 @@ from supernas.run import build_supernet, load_data  # noqa: E402
 from supernas.train import (TrainConfig, evaluate_accuracy, make_optimizer, make_scheduler, subnet_accuracy,  # noqa: E402
                             train)
 from supernas.train.bn import recalibrate_bn, zero_init_residual  # noqa: E402
+from supernas.train.trainer import autocast_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"largest": 85.0, "smallest": 75.0, "gap": 1.5}
@@ -65,7 +66,8 @@ def loader_speed(data, batch_size: int, seed: int, batches: int = 60) -> float:
 
 def train_static(model: torch.nn.Module, data, cfg: TrainConfig) -> float:
     """One static network trained with the recipe (optimizer, schedule, label smoothing, augmented batches,
-    memory layout); returns the wall time."""
+    memory layout, the trainer's autocast precision on this CPU); returns the wall time."""
+    autocast = autocast_for(cfg, torch.device("cpu"))
     loader = data.train_loader(cfg.batch_size, seed=cfg.seed)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     opt, model = make_optimizer(model, cfg), model.to(memory_format=layout).train()
@@ -76,7 +78,9 @@ def train_static(model: torch.nn.Module, data, cfg: TrainConfig) -> float:
         for x, y in loader:
             opt.zero_grad(set_to_none=True)
             x = x.contiguous(memory_format=layout)
-            F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing).backward()
+            with autocast():
+                out = model(x)
+            F.cross_entropy(out.float(), y, label_smoothing=cfg.label_smoothing).backward()
             opt.step()
             sched.step()
     return time.perf_counter() - t0
@@ -159,7 +163,8 @@ def main() -> None:
             rel = os.path.relpath(args.config, ROOT)
             write_section("cifar10.py", f"Run file `{rel}` ({cfg.supernet.family} {cfg.supernet.args}), "
                           f"{tc.epochs} supernet epochs (sandwich: largest + smallest + {tc.num_random} random), "
-                          f"batch {tc.batch_size}, augment {data.augment}, "
+                          f"batch {tc.batch_size}, augment {data.augment}, forward passes in "
+                          f"{result.last().get('precision', 'float32')} (train.cpu_amp {tc.cpu_amp}), "
                           f"{tc.num_threads or torch.get_num_threads()} training thread(s), {data.workers} loader "
                           f"worker(s). Data: {data.describe()}; test = the 10,000 test JPEGs. No GPU in this "
                           f"session: the GPU goals were not measured.\n\n{table}\n\n"
