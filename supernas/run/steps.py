@@ -78,13 +78,13 @@ def search_step(cfg: RunConfig, paths: RunPaths, resume: bool = True, progress: 
     return result
 
 
-@timed("fp32 reference")
 def fp32_reference_step(cfg: RunConfig, paths: RunPaths, net: Supernet | None = None, bundle: Any = None,
                         console: Console | None = None) -> int:
     """A quantized run's FP32 reference: the architectures of its INT8 front (the feasible front of every
     objective), each measured once more in FP32 on the same objectives and targets (PyTorch accuracy, the FP32
     ONNX graph's latency and bytes) and stored as run ``search:fp32`` of results.db, so the report draws both
-    fronts on one plot. Resumable: nothing stored is measured again. Returns how many architectures it holds."""
+    fronts on one plot. Resumable: nothing stored is measured again; its time counts in the search step's.
+    Returns how many architectures it holds."""
     from ..quantize import split_config
     from ..report import front_table
     from ..search.session import EvaluationSession
