@@ -35,7 +35,7 @@ from supernas.run import build_supernet, load_data  # noqa: E402
 from supernas.train import (TrainConfig, evaluate_accuracy, make_optimizer, make_scheduler, subnet_accuracy,  # noqa: E402
                             train)
 from supernas.train.bn import recalibrate_bn, zero_init_residual  # noqa: E402
-from supernas.train.trainer import autocast_for  # noqa: E402
+from supernas.train.trainer import autocast_dtype, autocast_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"largest": 85.0, "smallest": 75.0, "gap": 1.5}
@@ -67,7 +67,8 @@ def loader_speed(data, batch_size: int, seed: int, batches: int = 60) -> float:
 def train_static(model: torch.nn.Module, data, cfg: TrainConfig) -> float:
     """One static network trained with the recipe (optimizer, schedule, label smoothing, augmented batches,
     memory layout, the trainer's autocast precision on this CPU); returns the wall time."""
-    autocast = autocast_for(cfg, torch.device("cpu"))
+    cpu = torch.device("cpu")
+    autocast = autocast_for(autocast_dtype(cfg, cpu), cpu)
     loader = data.train_loader(cfg.batch_size, seed=cfg.seed)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     opt, model = make_optimizer(model, cfg), model.to(memory_format=layout).train()

@@ -17,7 +17,7 @@ from ..measure.objectives import direction
 from ..search.pareto import REFERENCE
 from .arch import arch_summary, parse_config, short_name
 from .front import config_text, pareto_mask
-from .plots import axis_label, file_safe, objective_pairs
+from .plots import axis_label, file_safe, objective_pairs, reference_series
 
 _COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 _URL_ATTR = re.compile(r"""((?:src|href)=["'](?:https?:)?)//""")
@@ -128,9 +128,8 @@ def front_figure(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence[tu
                 annotations.append(dict(x=x[p], y=y[p], text=html.escape(", ".join(names)), showarrow=True,
                                         arrowhead=2, ax=30, ay=-30, font=dict(size=11)))
         if reference is not None:
-            label = reference[0] + (f" · {target}" if len(series) > 1 else "")
-            _reference_traces(fig, reference[1], ycol, xcol, label, _COLOURS[(i + len(series)) % len(_COLOURS)],
-                              constraints)
+            label, c = reference_series(reference, target, i, len(series))
+            _reference_traces(fig, reference[1], ycol, xcol, label, _COLOURS[c % len(_COLOURS)], constraints)
     fig.update_layout(**_layout(f"{y_name} vs {x_name}", axis_label(series[0][1]), axis_label(series[0][0])),
                       annotations=annotations)
     return fig

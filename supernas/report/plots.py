@@ -50,6 +50,12 @@ def file_safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def reference_series(reference: tuple[str, pd.DataFrame], target: str, i: int, n_series: int) -> tuple[str, int]:
+    """(legend label, colour index) of ``reference``'s points beside series ``i`` of ``n_series`` (the series'
+    target named when there are several; colours after the series' own)."""
+    return reference[0] + (f" · {target}" if n_series > 1 else ""), i + n_series
+
+
 def plot_front_pair(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence[tuple[str, str, str]],
                     path: Path, knee: Any = None, constraints: Any = None,
                     reference: tuple[str, pd.DataFrame] | None = None) -> Path:
@@ -72,8 +78,8 @@ def plot_front_pair(df: pd.DataFrame, y_name: str, x_name: str, series: Sequence
             ax.scatter([x[pos]], [y[pos]], marker="*", s=220, color="black", zorder=5,
                        label="knee (all objectives)" if i == 0 else None)
         if reference is not None:
-            label, ref = reference[0] + (f" · {target}" if len(series) > 1 else ""), reference[1]
-            colour = colours[(i + len(series)) % len(colours)]
+            label, c = reference_series(reference, target, i, len(series))
+            ref, colour = reference[1], colours[c % len(colours)]
             rx = pd.to_numeric(ref[xcol], errors="coerce").to_numpy(float)
             ry = pd.to_numeric(ref[ycol], errors="coerce").to_numpy(float)
             ax.scatter(rx, ry, s=30, facecolors="none", edgecolors=colour, label=f"{label}: evaluated")

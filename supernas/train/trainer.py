@@ -100,9 +100,9 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return None
 
 
-def autocast_for(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
-    """A factory of the context training's forward passes run in (autocast to ``autocast_dtype``, or none)."""
-    dtype = autocast_dtype(cfg, device)
+def autocast_for(dtype: torch.dtype | None, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the context training's forward passes run in: autocast to ``dtype`` (from
+    :func:`autocast_dtype`) on ``device``, or nothing for float32."""
     return (lambda: torch.autocast(device.type, dtype=dtype)) if dtype is not None else contextlib.nullcontext
 
 
@@ -277,7 +277,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
     log = _Log(Path(log_path) if log_path else (ckpt_dir / METRICS if ckpt_dir else None), info.is_main)
     if result.resumed_from is not None:
         log.restart(result.history)
-    autocast = autocast_for(cfg, device)
+    autocast = autocast_for(amp_dtype, device)
     with _progress(progress and info.is_main, (cfg.epochs - start) * steps) as bar:
         task = bar.add_task("train", total=(cfg.epochs - start) * steps, info="") if bar else None
         speed, done = _Speed(bs * info.world_size, (cfg.epochs - start) * steps), 0
