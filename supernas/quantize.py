@@ -52,7 +52,10 @@ class QuantizationSpec(BaseModel):
     precision per block). ``mode`` ``auto`` takes the family's (static for convolutions, dynamic for
     transformers). ``calib_batches`` training batches calibrate static activation ranges with ``method``.
     ``activations`` ``uint8`` (with INT8 weights: ONNX Runtime's fast U8S8 kernels on x86; on the development
-    VM a CIFAR ResNet's INT8 graph ran 2.8x faster than FP32 with uint8 activations, 0.9x with int8)."""
+    VM a CIFAR ResNet's INT8 graph ran 2.8x faster than FP32 with uint8 activations, 0.9x with int8).
+    ``fp32_share`` (``per-block``): the probability that a random sample keeps a block FP32 (the precision
+    choices' prior; default one block per sub-network on average): INT8 is the default a search departs from,
+    not a coin flip per block (uniform precisions left half the blocks FP32 and the co-search behind all-INT8)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -63,6 +66,7 @@ class QuantizationSpec(BaseModel):
     per_channel: bool = True
     activations: Literal["uint8", "int8"] = "uint8"
     keep_fp32: tuple[str, ...] = ()
+    fp32_share: float | None = Field(None, ge=0, le=1)
 
     @property
     def enabled(self) -> bool:
@@ -90,13 +94,17 @@ def family_mode(supernet: Supernet, spec: QuantizationSpec) -> str:
     return supernet.quantization if spec.mode == "auto" else spec.mode
 
 
-def precision_choices(supernet: Supernet) -> list[Choice]:
-    """One ``<block>.precision`` choice per block of the largest sub-network, active when the block is."""
+def precision_choices(supernet: Supernet, spec: QuantizationSpec | None = None) -> list[Choice]:
+    """One ``<block>.precision`` choice per block of the largest sub-network, active when the block is,
+    sampled FP32 with probability ``spec.fp32_share`` (default 1 / blocks)."""
     blocks = supernet.block_modules(supernet.space.largest())
+    share = spec.fp32_share if spec is not None and spec.fp32_share is not None else 1 / max(len(blocks), 1)
+    prior = (1 - share, share)  # the order of PRECISIONS
     out = []
     for block in blocks:
         conds = {c.active_if for c in supernet.space.choices if c.name.startswith(block + ".")}
-        out.append(Choice(f"{block}.{PRECISION}", PRECISIONS, next(iter(conds)) if len(conds) == 1 else None))
+        out.append(Choice(f"{block}.{PRECISION}", PRECISIONS, next(iter(conds)) if len(conds) == 1 else None,
+                          prior))
     return out
 
 
@@ -110,7 +118,7 @@ def policy_space(supernet: Supernet, spec: QuantizationSpec) -> SearchSpace:
                           f"{', '.join(blocks)}")
     if spec.policy != "per-block":
         return supernet.space
-    return SearchSpace(list(supernet.space.choices) + precision_choices(supernet))
+    return SearchSpace(list(supernet.space.choices) + precision_choices(supernet, spec))
 
 
 def column_problem(columns: Sequence[str], targets: Mapping[str, TargetSpec]) -> str | None:

@@ -26,15 +26,23 @@ class Choice:
     """One architectural decision: a name and a finite ordered list of options (smallest first).
 
     ``active_if=(depth_choice, k)`` makes the choice active only when ``cfg[depth_choice] > k``.
+    ``prior``: sampling weights of the options, for a setting with a natural default that random samples
+    should mostly keep (a block's precision: INT8 unless a sample keeps it FP32); None (architectural
+    choices): uniform over distinct sub-networks. A prior changes what is sampled, never what exists.
     """
 
     name: str
     options: tuple
     active_if: tuple[str, int] | None = None
+    prior: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.options:
             raise ConfigError(f"choice {self.name!r} has no options")
+        if self.prior is not None and (len(self.prior) != len(self.options) or min(self.prior) < 0
+                                       or not sum(self.prior) > 0):
+            raise ConfigError(f"choice {self.name!r}: prior {self.prior} needs one non-negative weight per "
+                              f"option ({len(self.options)}), not all zero")
         if len(set(map(_hashable, self.options))) != len(self.options):
             raise ConfigError(f"choice {self.name!r} has duplicate options {self.options}")
 
@@ -102,16 +110,21 @@ class SearchSpace:
         return cfg[parent] > k
 
     # ------------------------------------------------------------------ size
-    def _group_weights(self, parent: Choice) -> list[int]:
-        """Number of distinct assignments of ``parent`` and its dependents, per parent option."""
+    def _group_weights(self, parent: Choice, sampling: bool = False) -> list[float]:
+        """Number of distinct assignments of ``parent`` and its dependents, per parent option; with
+        ``sampling``, the weights :meth:`sample` draws ``parent`` with (dependents with a prior count once:
+        they are drawn from it, so a prior on them does not change how often each depth is drawn;
+        ``parent``'s own prior multiplies)."""
         deps = self._dependents.get(parent.name, [])
         out = []
         for opt in parent.options:
             n = 1
             for d in deps:
-                if opt > d.active_if[1]:
+                if opt > d.active_if[1] and not (sampling and d.prior is not None):
                     n *= len(d.options)
             out.append(n)
+        if sampling and parent.prior is not None:
+            return [n * w for n, w in zip(out, parent.prior)]
         return out
 
     def size(self) -> int:
@@ -166,7 +179,7 @@ class SearchSpace:
 
     # --------------------------------------------------------------- sampling
     def sample(self, seed: int | None = None, rng: random.Random | None = None) -> Config:
-        """Draw one config **uniformly over distinct sub-networks**.
+        """Draw one config **uniformly over distinct sub-networks** (choices with a ``prior`` from it).
 
         A depth option is drawn with probability proportional to the number of sub-networks it
         allows (e.g. depth 4 with 9 options per block is 81x more likely than depth 2), then each
@@ -176,11 +189,11 @@ class SearchSpace:
         cfg: Config = {}
         for c in self.choices:
             if c.active_if is None:
-                weights = self._group_weights(c)
+                weights = self._group_weights(c, sampling=True)
                 cfg[c.name] = r.choices(c.options, weights=weights)[0] if len(weights) > 1 else c.options[0]
         for c in self.choices:
             if c.active_if is not None and self.is_active(c, cfg):
-                cfg[c.name] = r.choice(c.options)
+                cfg[c.name] = r.choices(c.options, weights=c.prior)[0] if c.prior else r.choice(c.options)
         return self.validate(cfg)
 
     def sample_many(self, n: int, seed: int | None = None, unique: bool = True) -> list[Config]:

@@ -93,6 +93,14 @@ def test_policy_choices_round_trip_and_follow_depth(small_mbv3):
     extra = [c for c in space.choices if c.name.endswith(".precision")]
     assert [c.name for c in extra][0] == "stem.precision" and extra[-1].name == "head.precision"
     assert space.size() > small_mbv3.space.size()
+    # INT8 is the default a sample departs from: one FP32 block per sub-network on average
+    assert all(c.prior == (1 - 1 / len(extra), 1 / len(extra)) for c in extra)
+    draws = [space.sample(seed=i) for i in range(600)]
+    fp32 = [sum(v == "fp32" for k, v in d.items() if k.endswith(".precision")) for d in draws]
+    active = [sum(k.endswith(".precision") for k in d) for d in draws]
+    assert abs(np.mean(fp32) - np.mean(active) / len(extra)) < 0.1
+    shared = Q.policy_space(small_mbv3, Q.quantization_spec({"policy": "per-block", "fp32_share": 0.5}))
+    assert {c.prior for c in shared.choices if c.name.endswith(".precision")} == {(0.5, 0.5)}
     for seed in range(20):
         cfg = space.sample(seed=seed)
         assert space.decode(space.encode(cfg)) == space.validate(cfg)

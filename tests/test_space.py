@@ -59,6 +59,29 @@ def test_sample_uniform_over_configs():
     assert chi2 < 66, chi2
 
 
+def test_a_prior_changes_what_is_sampled_not_what_exists():
+    base = toy_space()
+    s = SearchSpace([*base.choices[:2], Choice("b1.p", ("a", "b"), ("depth", 0), (0.9, 0.1)), *base.choices[2:],
+                     Choice("p", ("a", "b"), None, (0.75, 0.25))])
+    assert s.size() == base.size() * 2 * 2 == brute_force_size(s)  # every option still exists
+    n = 8000
+    draws = [s.sample(seed=i) for i in range(n)]
+    assert abs(sum(d["p"] == "b" for d in draws) / n - 0.25) < 0.02
+    assert abs(sum(d["b1.p"] == "b" for d in draws) / n - 0.1) < 0.015
+    # a prior on a dependent does not make its depth likelier: depths drawn as in the space without it
+    depth = collections.Counter(d["depth"] for d in draws)
+    plain = collections.Counter(base.sample(seed=i)["depth"] for i in range(n))
+    for k in (1, 2, 3):
+        assert abs(depth[k] - plain[k]) / n < 0.025, (depth, plain)
+    from supernas.bench.table import space_from_dict, space_to_dict
+
+    assert space_from_dict(json.loads(json.dumps(space_to_dict(s)))).choices == s.choices  # a table keeps priors
+    with pytest.raises(ConfigError, match="prior"):
+        Choice("q", (1, 2), None, (1.0,))
+    with pytest.raises(ConfigError, match="prior"):
+        Choice("q", (1, 2), None, (0.0, 0.0))
+
+
 def test_sample_is_seeded():
     s = create_supernet("mbv3").space
     assert s.sample(seed=3) == s.sample(seed=3)

@@ -96,13 +96,14 @@ class Table:
 
 
 def space_to_dict(space: SearchSpace) -> list[dict[str, Any]]:
-    return [{"name": c.name, "options": list(c.options), "active_if": list(c.active_if) if c.active_if else None}
-            for c in space.choices]
+    """The space as JSON-ready dicts (a choice's sampling ``prior`` only where it has one)."""
+    return [{"name": c.name, "options": list(c.options), "active_if": list(c.active_if) if c.active_if else None,
+             **({"prior": list(c.prior)} if c.prior is not None else {})} for c in space.choices]
 
 
 def space_from_dict(choices: Sequence[Mapping[str, Any]]) -> SearchSpace:
-    return SearchSpace([Choice(c["name"], tuple(c["options"]), tuple(c["active_if"]) if c.get("active_if") else None)
-                        for c in choices])
+    return SearchSpace([Choice(c["name"], tuple(c["options"]), tuple(c["active_if"]) if c.get("active_if") else None,
+                               tuple(c["prior"]) if c.get("prior") is not None else None) for c in choices])
 
 
 def front_mask(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
