@@ -39,6 +39,9 @@ from supernas.train.trainer import autocast_dtype, autocast_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GOALS = {"largest": 85.0, "smallest": 75.0, "gap": 1.5}
+# the settings a from-scratch twin trains with (train_static): a cached twin with other values is stale
+TWIN_RECIPE = ("batch_size", "lr", "momentum", "nesterov", "weight_decay", "no_decay_bn_bias", "label_smoothing",
+               "warmup_epochs", "min_lr_ratio", "optimizer", "zero_init_residual", "cpu_amp", "channels_last", "seed")
 
 
 def load() -> str:
@@ -171,8 +174,11 @@ def main() -> None:
                           f"session: the GPU goals were not measured.\n\n{table}\n\n"
                           + "\n".join(f"- {s}" for s in summary))
 
+    recipe = {k: v for k, v in tc.model_dump().items() if k in TWIN_RECIPE} | {"augment": data.augment}
+
     def twin_key(name: str, sub: dict) -> str:
-        return json.dumps([name, sub, args.scratch_epochs or tc.epochs], sort_keys=True)
+        """A finished twin is reused only for the same architecture, epochs and recipe."""
+        return json.dumps([name, sub, args.scratch_epochs or tc.epochs, recipe], sort_keys=True)
 
     for row, sub in zip(rows, picks.values()):  # twins finished by an earlier, killed run
         if not args.no_scratch and twin_key(row[0], sub) in twins:
