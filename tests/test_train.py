@@ -339,11 +339,11 @@ def test_a_grown_training_resumes_at_the_next_epoch_on_the_longer_schedule(tmp_p
     assert grown.history[1]["lr"] != pytest.approx(planned.history[1]["lr"])  # the first two ran the 2-epoch plan
 
 
-@pytest.mark.parametrize("cpu_amp, amx, dtype", [("off", True, torch.float32), ("bf16", False, torch.bfloat16),
-                                                  ("auto", True, torch.bfloat16), ("auto", False, torch.float32)])
-def test_cpu_amp_autocasts_training_to_bfloat16_where_asked(tiny_data, monkeypatch, cpu_amp, amx, dtype):
+@pytest.mark.parametrize("cpu_amp, native, dtype", [("off", True, torch.float32), ("bf16", False, torch.bfloat16),
+                                                     ("auto", True, torch.bfloat16), ("auto", False, torch.float32)])
+def test_cpu_amp_autocasts_training_to_bfloat16_where_asked(tiny_data, monkeypatch, cpu_amp, native, dtype):
     from supernas.train import trainer
-    monkeypatch.setattr(trainer, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: native)
 
     def resnet():  # dense convolutions: bit-reproducible in bfloat16 (PyTorch's depthwise backward is not)
         torch.manual_seed(0)

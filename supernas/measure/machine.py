@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .targets import usable_cores
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "asimddp", "i8mm")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_tile", "amx_bf16",
+             "asimddp", "i8mm")
 LIBRARIES = ("supernas", "torch", "numpy", "onnx", "onnxruntime", "pymoo", "optuna", "scikit-learn", "ray",
              "transformers", "tokenizers", "kornia", "pydantic")
 
@@ -21,8 +22,8 @@ def _cpuinfo() -> list[str]:
 
 
 def cpu_flags() -> list[str]:
-    """The instruction-set extensions INT8 speed depends on that this CPU has (AVX2, AVX-512, VNNI, AMX;
-    on ARM dot-product and i8mm), from ``/proc/cpuinfo``; empty where unknown."""
+    """The instruction-set extensions INT8 and bfloat16 speed depend on that this CPU has (AVX2, AVX-512,
+    VNNI, AVX-512 BF16, AMX; on ARM dot-product and i8mm), from ``/proc/cpuinfo``; empty where unknown."""
     present = set()
     for line in _cpuinfo():
         if line.lower().startswith(("flags", "features")):

@@ -49,8 +49,9 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = Field(True, description="mixed precision on CUDA (float16 with loss scaling)")
     cpu_amp: Literal["off", "bf16", "auto"] = Field(
-        "off", description="bfloat16 autocast on CPU: 'bf16' always, 'auto' where the CPU has AMX matrix units "
-                           "(there convolutions train ~2.5x faster; without native bf16 it is slower than float32). "
+        "off", description="bfloat16 autocast on CPU: 'bf16' always, 'auto' where the CPU has native bfloat16 (AMX "
+                           "or AVX-512 BF16: there convolutions train ~1.9-2.6x faster; without it bf16 is slower "
+                           "than float32). "
                            "Dense convolutions stay bit-reproducible; PyTorch's bf16 depthwise backward (mbv3) is not")
     channels_last: bool = Field(
         True, description="train with NHWC activations and weights (about 2x faster convolutions on CPUs "

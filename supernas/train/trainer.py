@@ -1,6 +1,6 @@
 """The supernet trainer: sandwich rule, in-place distillation, progressive shrinking, warm-up + cosine
 schedule, atomic per-epoch checkpoints with exact resume, NaN guard, torchrun/DDP, AMP on CUDA, bfloat16 on
-CPUs with AMX."""
+CPUs with native bfloat16 (AMX or AVX-512 BF16)."""
 from __future__ import annotations
 
 import contextlib
@@ -84,18 +84,19 @@ def fast_forward(sched: torch.optim.lr_scheduler.LRScheduler, steps: int) -> Non
             sched.step()
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tile units (native bfloat16/int8 matrix multiplication), as PyTorch sees it."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe()) if probe is not None else False
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively, as PyTorch sees it: AMX tile units (Xeon 4th generation and
+    later) or AVX-512 BF16 (AMD Zen 4 and later, Xeon 3rd generation)."""
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(bool(probe()) for probe in probes if probe is not None)
 
 
 def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """The dtype training's forward passes autocast to: float16 on CUDA with ``amp``, bfloat16 on CPU with
-    ``cpu_amp`` ``bf16`` (or ``auto`` on a CPU with AMX); None for plain float32."""
+    ``cpu_amp`` ``bf16`` (or ``auto`` on a CPU with native bfloat16); None for plain float32."""
     if device.type == "cuda":
         return torch.float16 if cfg.amp else None
-    if cfg.cpu_amp == "bf16" or (cfg.cpu_amp == "auto" and cpu_has_amx()):
+    if cfg.cpu_amp == "bf16" or (cfg.cpu_amp == "auto" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
 
