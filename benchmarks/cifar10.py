@@ -128,7 +128,7 @@ def main() -> None:
     picks = {"largest": net.space.largest(), "smallest": net.space.smallest()}
     for i, c in enumerate(net.space.sample_many(args.random, seed=7), 1):
         picks[f"random {i}"] = c
-    shape = (1, *net.input_shape(picks["largest"])[1:]) if hasattr(net, "input_shape") else (1, 3, 32, 32)
+    shape = net.input_shape(picks["largest"])
     calib = loaders(data, tc.batch_size, seed=cfg.seed)[0]
     test = data.eval_loader("test", 500)
     rows = []
