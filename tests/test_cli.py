@@ -62,3 +62,17 @@ def test_import_and_help_do_not_load_torch():
             "assert 'torch' not in sys.modules")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_train_again_reports_the_epochs_the_checkpoint_holds(tmp_path, capsys):
+    doc = {"name": "again", "out": str(tmp_path / "again"),
+           "supernet": {"family": "mbv3", "args": {"width_mult": 0.25, "stem_stride": 1, "depths": [1, 2],
+                                                   "kernel_sizes": [3], "expand_ratios": [2]}},
+           "data": {"dataset": "digits", "image_size": 8},
+           "train": {"epochs": 1, "batch_size": 64, "num_threads": 1, "eval_every": 0}}
+    p = tmp_path / "again.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    for _ in range(2):  # trained, then resumed from the finished checkpoint: one epoch both times, not two
+        code, out, err = run_cli(["train", str(p), "-q"], capsys)
+        assert code == 0, err
+        assert "trained supernet: 1 of 1 epochs" in " ".join(out.split())

@@ -47,8 +47,8 @@ def train_step(cfg: RunConfig, paths: RunPaths, progress: bool = True, console: 
     result = train_supernet(net, bundle, config=cfg.train, checkpoint_dir=paths.checkpoints, resume=resume,
                             progress=progress, teacher=teacher)
     if console is not None:
-        done = result.epochs_done + (result.resumed_from or 0)
-        console.print(f"trained supernet: {done} of {cfg.train.epochs} epochs, {result.elapsed_s:.0f} s this session"
+        console.print(f"trained supernet: {result.epochs_done} of {cfg.train.epochs} epochs, "
+                      f"{result.elapsed_s:.0f} s this session"
                       + (f", checkpoint {result.checkpoint}" if result.checkpoint else ""))
     return net, bundle
 
