@@ -5,7 +5,7 @@ sub-networks (seeded) on accuracy, MACs, params and every proxy of ``supernas.me
 evaluation session on the run's ``results.db`` (run ``proxies``), so a killed call resumes. Prints and
 records each column's Kendall tau against accuracy (MACs and params are the baselines a proxy must beat),
 the tie ceiling of the accuracy measurement (270 validation images), and each proxy's time per sub-network
-next to a full accuracy evaluation's.
+next to a full accuracy evaluation's, in the RESULTS.md section of the run's name.
 
 Run: .venv/bin/python benchmarks/proxies.py [--run runs/demo] [--n 200]
 """
@@ -91,7 +91,7 @@ def main() -> None:
     if failed:
         print("failed:", failed[0].error)
     if not args.no_write:
-        write_section("proxies.py", body)
+        write_section(f"proxies.py ({cfg.name})", body)  # one section per supernet measured
 
 
 if __name__ == "__main__":
