@@ -82,7 +82,7 @@ def main() -> None:
                  "inner search scores).")]
     lines.append(f"Command: `.venv/bin/python benchmarks/proxy_features.py --run {args.run} --splits {args.splits} "
                  f"--train {args.train}` (after `benchmarks/proxies.py` on the same run).")
-    publish("proxy_features.py", lines, write=not args.no_write)
+    publish(f"proxy_features.py ({cfg.name})", lines, write=not args.no_write)  # a section per supernet
 
 
 if __name__ == "__main__":
