@@ -6,8 +6,8 @@ script first: every value comes back from the run's ``results.db``, run ``proxie
 again). For ``--splits`` seeded random splits (``--train`` sub-networks to fit, the rest held out), an
 accuracy predictor (``fit_predictor``: cross-validated model choice, as the search does) is fitted on
 ``space.features`` alone, plus MACs, plus each proxy, plus MACs and the proxy; prints and records the median
-held-out Kendall tau of each feature set, and which proxies beat both baselines (the encoding alone and with
-MACs) in the median.
+held-out Kendall tau of each feature set, and which proxies beat the better baseline (the encoding alone or
+with MACs) in the median and split by split (paired one-sided Wilcoxon signed-rank test, p < 0.05).
 
 Run: .venv/bin/python benchmarks/proxy_features.py [--run runs/demo] [--splits 10] [--train 150]
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import wilcoxon
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import publish  # noqa: E402
@@ -73,15 +74,24 @@ def main() -> None:
              "| features | held-out Kendall tau, median | min | max |", "|---|---:|---:|---:|"]
     for name, v in taus.items():
         lines.append(f"| {name} | {med[name]:.3f} | {min(v):.3f} | {max(v):.3f} |")
-    baseline = max(med["encoding"], med["+ macs"])
-    better = [p for p in PROXIES if max(med[f"+ {p}"], med[f"+ macs + {p}"]) > baseline]
-    lines += ["", f"A proxy is worth a feature when a set with it beats both the encoding alone and the encoding "
-              f"with MACs (best median {baseline:.3f}): {', '.join(better) or 'none'}. "
+    base = max(("encoding", "+ macs"), key=lambda name: med[name])
+    baseline = med[base]
+
+    def p_better(name: str) -> float:
+        """One-sided Wilcoxon signed-rank p-value of ``name`` beating the better baseline, paired by split."""
+        d = np.array(taus[name]) - np.array(taus[base])
+        return float(wilcoxon(d, alternative="greater").pvalue) if np.any(d != 0) else 1.0
+
+    p_values = {p: min(p_better(f"+ {p}"), p_better(f"+ macs + {p}")) for p in PROXIES}
+    better = [p for p in PROXIES if max(med[f"+ {p}"], med[f"+ macs + {p}"]) > baseline and p_values[p] < 0.05]
+    lines += ["", f"A proxy is worth a feature when a set with it beats the better baseline ({base}, median "
+              f"{baseline:.3f}) in the median and split by split (one-sided Wilcoxon signed-rank p < 0.05; p: "
+              + ", ".join(f"{p} {v:.2f}" for p, v in p_values.items()) + f"): {', '.join(better) or 'none'}. "
               + ("**Not switched on**: no proxy feature in the search's predictors." if not better else
                  "Worth switching on for these proxies (each costs a forward and backward pass per candidate the "
                  "inner search scores).")]
     lines.append(f"Command: `.venv/bin/python benchmarks/proxy_features.py --run {args.run} --splits {args.splits} "
-                 f"--train {args.train}` (after `benchmarks/proxies.py` on the same run).")
+                 f"--train {args.train} --n {args.n}` (after `benchmarks/proxies.py --n {args.n}` on the same run).")
     publish(f"proxy_features.py ({cfg.name})", lines, write=not args.no_write)  # a section per supernet
 
 
