@@ -65,13 +65,9 @@ def test_import_and_help_do_not_load_torch():
 
 
 def test_train_again_reports_the_epochs_the_checkpoint_holds(tmp_path, capsys):
-    doc = {"name": "again", "out": str(tmp_path / "again"),
-           "supernet": {"family": "mbv3", "args": {"width_mult": 0.25, "stem_stride": 1, "depths": [1, 2],
-                                                   "kernel_sizes": [3], "expand_ratios": [2]}},
-           "data": {"dataset": "digits", "image_size": 8},
-           "train": {"epochs": 1, "batch_size": 64, "num_threads": 1, "eval_every": 0}}
-    p = tmp_path / "again.yaml"
-    p.write_text(yaml.safe_dump(doc))
+    from test_reliability_inputs import run_file
+
+    p = run_file(tmp_path, "again")  # one epoch of a tiny mbv3 on digits
     for _ in range(2):  # trained, then resumed from the finished checkpoint: one epoch both times, not two
         code, out, err = run_cli(["train", str(p), "-q"], capsys)
         assert code == 0, err
