@@ -149,17 +149,33 @@ def fp32_blocks(supernet: Supernet, arch: Config, policy: Mapping[str, str], spe
     return [b for b in blocks if b in spec.keep_fp32]
 
 
+def scope_paths(node_name: str) -> list[str]:
+    """The module paths on a TorchScript-exported node's scope, outermost first. The exporter names each scope
+    relative to the nearest enclosing module that is not a container, so containers repeat their parent's
+    prefix: ``/1/blocks/blocks.0/dw/dw.0/Conv`` -> ``1``, ``1.blocks``, ``1.blocks.0``, ``1.blocks.0.dw``,
+    ``1.blocks.0.dw.0``."""
+    paths: list[str] = []
+    base = prev = ""
+    for part in node_name.split("/")[1:-1]:
+        if not (prev and part.startswith(prev + ".")):  # named inside the previous scope, not beside it
+            base = paths[-1] if paths else ""
+        paths.append(f"{base}.{part}" if base else part)
+        prev = part
+    return paths
+
+
 def block_nodes(model_bytes: bytes, blocks: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """``{block: names of its graph nodes}``: a node belongs to the block one of whose module paths is on its
-    scope (``/blocks/blocks.0/conv/Conv`` is in the block of module ``blocks.0``)."""
+    scope (``/blocks/blocks.0/conv/Conv`` is in the block of module ``blocks.0``; ``/1/blocks/blocks.0/...``
+    in that of ``1.blocks.0``, a network behind a resolution's ``InputResize``)."""
     import onnx
 
     out: dict[str, list[str]] = {b: [] for b in blocks}
     owner = {path: b for b, paths in blocks.items() for path in paths}
     for node in onnx.load_from_string(model_bytes).graph.node:
-        for scope in node.name.split("/")[1:-1]:
-            if scope in owner:
-                out[owner[scope]].append(node.name)
+        for path in scope_paths(node.name):
+            if path in owner:
+                out[owner[path]].append(node.name)
                 break
     return out
 
@@ -255,7 +271,8 @@ def quantize_subnet(supernet: Supernet, arch: Mapping[str, Any], model: nn.Modul
     mode = family_mode(supernet, spec)
     example = supernet.example_input(arch, batch=2)
     dynamic = {0: "batch", **{ax: name for ax, (name, _, _) in supernet.dynamic_axes().items()}}
-    fp32 = onnx_bytes(model, example, dynamic=dynamic)
+    fp32 = onnx_bytes(model, example, dynamic=dynamic)  # at the sub-network's resolution: no resize inside
+    resize = supernet.input_resize(arch)
     blocks = supernet.block_modules(arch)
     keep = fp32_blocks(supernet, arch, policy or {}, spec)
     nodes = block_nodes(fp32, blocks) if keep else {}
@@ -266,12 +283,15 @@ def quantize_subnet(supernet: Supernet, arch: Mapping[str, Any], model: nn.Modul
     if len(keep) == len(blocks):
         graph, precision = fp32, "fp32"
     else:
+        if mode == "static" and calib is not None and resize is not None:  # calibrate at the graph's input size
+            with torch.no_grad():
+                calib = [resize(torch.from_numpy(a)).numpy() for a in calib]
         graph = quantize_graph(fp32, mode, spec, exclude, calib if mode == "static" else None, cache_dir)
         precision = "mixed" if keep else "int8"
     info = {"mode": mode, "method": spec.method if mode == "static" else None, "per_channel": spec.per_channel,
             "activations": spec.activations if mode == "static" else "dynamic",
             "fp32_blocks": keep, "blocks": list(blocks), "cpu_flags": cpu_flags()}
-    return OnnxModel(graph, model, precision, threads=torch.get_num_threads(), info=info)
+    return OnnxModel(graph, model, precision, threads=torch.get_num_threads(), info=info, input_adapter=resize)
 
 
 def agreement(reference: nn.Module, deployed: nn.Module, inputs: Iterable[torch.Tensor]) -> dict[str, float]:

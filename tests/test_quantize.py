@@ -87,6 +87,44 @@ def test_per_block_policy_excludes_the_blocks_nodes_from_quantization(digits_mbv
     assert fp32.precision == "fp32" and _ops(fp32)["QuantizeLinear"] == 0
 
 
+def test_scope_paths_follow_the_exporters_naming():
+    # containers (Sequential, ModuleList) are named inside the enclosing module, others inside their parent
+    assert Q.scope_paths("/1/blocks/blocks.0/dw/dw.0/Conv") == ["1", "1.blocks", "1.blocks.0", "1.blocks.0.dw",
+                                                                "1.blocks.0.dw.0"]
+    assert Q.scope_paths("/blocks.0/se/reduce/Conv") == ["blocks.0", "blocks.0.se", "blocks.0.se.reduce"]
+    assert Q.scope_paths("/1/1.1/head/Conv") == ["1", "1.1", "1.1.head"]
+    assert Q.scope_paths("Conv_3") == []
+
+
+def test_per_block_policy_applies_behind_a_resolution_choice():
+    """A space with a resolution choice extracts Sequential(InputResize, net): the blocks' nodes are found
+    under the wrapper (the embedded default has such a space; every per-block deployment of it once failed)."""
+    torch.manual_seed(0)
+    net = sn.create_supernet("mbv3", num_classes=10, image_size=16, in_channels=1, width_mult=0.25, stem_stride=1,
+                             depths=(1, 2), kernel_sizes=(3,), expand_ratios=(2,), resolutions=(12, 16)).eval()
+    loader = [(torch.randn(8, 1, 16, 16), torch.zeros(8, dtype=torch.long)) for _ in range(2)]
+    ev = Q.QuantizedEvaluator(net, ["bytes"], calib_loader=loader, calib_batches=0,
+                              quantization={"policy": "per-block", "calib_batches": 2})
+    arch = net.space.largest()
+    blocks = net.block_modules(arch)
+    assert blocks["stage2.block1"][0].startswith("1.")  # a path inside the wrapper
+    all_int8 = {c.name: "int8" for c in Q.precision_choices(net)}
+    _, mixed = ev.deploy({**arch, **all_int8, "stage2.block1.precision": "fp32"})
+    _, full = ev.deploy({**arch, **all_int8})
+    graph = onnx.load_from_string(mixed.model_bytes).graph
+    kept = blocks["stage2.block1"][0].removeprefix("1.")  # blocks.N
+    convs = [n for n in graph.node if n.op_type == "Conv" and f"/1/blocks/{kept}/" in n.name]
+    produced_by = {o: n.op_type for n in graph.node for o in n.output}
+    assert convs and all(produced_by.get(c.input[1]) != "DequantizeLinear" for c in convs)  # FP32 weights
+    assert _ops(mixed)["QuantizeLinear"] < _ops(full)["QuantizeLinear"]
+    # a smaller resolution: the graph is traced at 12 px, calibrated and fed at 12 px from 16 px images
+    small = {**net.space.smallest(), "resolution": 12}
+    _, deployed, float_model = ev.model(small)
+    x = torch.randn(4, 1, 16, 16)
+    assert deployed.precision == "int8" and tuple(deployed(x).shape) == (4, 10)
+    assert Q.agreement(float_model, deployed, [x])["max_logit_diff"] < 0.5
+
+
 def test_policy_choices_round_trip_and_follow_depth(small_mbv3):
     spec = Q.quantization_spec("per-block")
     space = Q.policy_space(small_mbv3, spec)

@@ -82,9 +82,10 @@ class OnnxModel(nn.Module):
     Picklable: the session is rebuilt on demand."""
 
     def __init__(self, model_bytes: bytes, float_model: nn.Module, precision: str = "fp32", threads: int = 1,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None, input_adapter: nn.Module | None = None) -> None:
         super().__init__()
         self.model_bytes, self.precision, self.threads = model_bytes, precision, int(threads)
+        self.input_adapter = input_adapter  # applied to inputs before the graph (a resolution's resize)
         self.info = dict(info or {})
         self.__dict__["float_model"] = float_model  # not a submodule: its weights are not this model's
         self._session: Any = None
@@ -111,6 +112,8 @@ class OnnxModel(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_adapter is not None:
+            x = self.input_adapter(x)
         return torch.from_numpy(self.run(x.detach().cpu().numpy()))
 
     def extra_repr(self) -> str:

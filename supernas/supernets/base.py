@@ -80,6 +80,13 @@ class Supernet(nn.Module):
             return x
         return InputResize(self._active["resolution"])(x)
 
+    def input_resize(self, cfg: Mapping[str, Any] | None = None) -> InputResize | None:
+        """What sub-network ``cfg`` does to its inputs first: an ``InputResize`` to its ``resolution`` choice, or
+        None (no resolution in the space). A graph exported at that resolution holds no resize, so whoever runs
+        it on images of another size applies this first."""
+        cfg = self.active if cfg is None else self.space.validate(cfg)
+        return InputResize(cfg["resolution"]) if "resolution" in cfg else None
+
     def input_shape(self, cfg: Mapping[str, Any] | None = None, batch: int = 1) -> tuple[int, ...]:
         """Shape of the input the sub-network ``cfg`` expects: for image families (the default here)
         ``(batch, in_channels, r, r)`` with ``r`` its ``resolution`` choice, else the supernet's ``image_size``;
@@ -109,8 +116,9 @@ class Supernet(nn.Module):
         canon = self.set_active(cfg if cfg is not None else self.active)
         full = {c.name: canon.get(c.name, c.options[0]) for c in self.space.choices}
         sub = self._build_static(full)
-        if "resolution" in canon:  # the sub-network works at its own resolution, whatever it is fed
-            sub = nn.Sequential(InputResize(canon["resolution"]), sub)
+        resize = self.input_resize(canon)
+        if resize is not None:  # the sub-network works at its own resolution, whatever it is fed
+            sub = nn.Sequential(resize, sub)
         sub.train(self.training)
         sub.supernas_config = dict(canon)  # type: ignore[attr-defined]
         if prev is not None:
