@@ -3,13 +3,15 @@
 Part 1 (per family, random weights: speed and size do not depend on trained values): the largest, median and
 smallest sub-networks exported to ONNX, timed FP32 and all-INT8 on the ``onnxruntime`` target (1 thread,
 batch 1, drift-corrected), with their initialiser bytes.
-Part 2 (one search budget, an mbv3 — or with --family resnet a basic-block resnet — trained on the embedded digits): on accuracy x INT8 latency, the
+Part 2 (one search budget; the supernet: an mbv3 — or with --family resnet a basic-block resnet — trained on the
+embedded digits, or with --run DIR a trained run's supernet on its own data): on accuracy x INT8 latency, the
 hypervolume of (a) the FP32 front (FP32 latency), (b) that front with every point quantized to all-INT8,
 (c) the front of a search of architecture and per-block precision together (``policy: per-block``); all on one
 normalisation. Goals: (c) dominates (b); at accuracy within 0.5 points of the FP32 largest, (c)'s fastest point
 is >= 3x faster than the FP32 largest and >= 1.5x faster than the all-INT8 largest.
 Run alone: ``.venv/bin/python benchmarks/quantization.py [--evaluations 30] [--epochs 6] [--seeds 3]
-[--family mbv3 --family resnet]``; with several seeds the verdict is the median of hv(c) / hv(b).
+[--family mbv3 --family resnet] [--run DIR --skip-sizes]``; with several seeds the verdict is the median of
+hv(c) / hv(b).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,7 +116,8 @@ def co_search(net, fp, mixed, cols: list[str], evaluations: int, seed: int) -> d
             "fp32_blocks": fp32_blocks, "seconds": (t1 - t0, t2 - t1, time.perf_counter() - t2)}
 
 
-def part2(evaluations: int, epochs: int, family: str = "mbv3", seeds: int = 1) -> list[str]:
+def digits_supernet(family: str, epochs: int) -> tuple[Any, Any, str]:
+    """A supernet of ``family`` trained ``epochs`` on the embedded digits at 16 px: (net, data, label)."""
     from supernas.data import load_dataset
     from supernas.train.trainer import train
 
@@ -123,8 +127,21 @@ def part2(evaluations: int, epochs: int, family: str = "mbv3", seeds: int = 1) -
     net = sn.create_supernet(family, num_classes=10, image_size=16, in_channels=1, **args)
     t0 = time.perf_counter()
     train(net, data, epochs=epochs, batch_size=64, progress=False, **recipe)
+    return net, data, (f"{label} on digits 16 px, {epochs} epochs{' ' + str(recipe) if recipe else ''} "
+                       f"({time.perf_counter() - t0:.0f} s)")
+
+
+def run_supernet(run: str) -> tuple[Any, Any, str, str]:
+    """The trained supernet of a run directory and the run's data: (net, data, run name, label)."""
+    from supernas.run import run_from_dir, trained_supernet
+
+    cfg, paths = run_from_dir(run)
+    net, data = trained_supernet(cfg, paths)
+    return net, data, cfg.name, f"run `{run}` ({cfg.supernet.family} {cfg.supernet.args}; {data.describe()})"
+
+
+def part2(net: Any, data: Any, label: str, evaluations: int, seeds: int = 1) -> list[str]:
     net.eval()
-    train_s = time.perf_counter() - t0
     cols = ["accuracy", LAT]
     fp = Evaluator(net, cols, data=data, targets=TARGETS)
     base = fp.latency_baselines()
@@ -133,9 +150,10 @@ def part2(evaluations: int, epochs: int, family: str = "mbv3", seeds: int = 1) -
                                  latency_baselines=base)
     largest = net.space.largest()
     fp_largest, int8_largest = fp(largest), int8(largest)
-    lines = [f"{label} on digits 16 px, {epochs} epochs{' ' + str(recipe) if recipe else ''} ({train_s:.0f} s); "
-             f"{evaluations} evaluations per search, LINAS, seeds 0-{seeds - 1}; accuracy on the 270 validation "
-             f"images. Per-block samples keep a block FP32 with probability 1/blocks (the precision prior). (b)'s "
+    n_val = len(data.eval_loader("val", 256).dataset)
+    lines = [f"{label}; {evaluations} evaluations per search, LINAS, seeds 0-{seeds - 1}; accuracy on the "
+             f"{n_val:,} validation images (one image = {100 / n_val:.2f} points). Per-block samples keep a block "
+             f"FP32 with probability 1/blocks (the precision prior). (b)'s "
              f"and (c)'s points are measured again side by side by the per-block evaluator. FP32 largest: accuracy "
              f"{fp_largest['accuracy']:.4f}, {fp_largest[LAT]:.3f} ms; all-INT8 largest: "
              f"{int8_largest['accuracy']:.4f}, {int8_largest[LAT]:.3f} ms.", "",
@@ -175,21 +193,33 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=1, help="co-search seeds (the median is the verdict)")
     ap.add_argument("--skip-search", action="store_true")
     ap.add_argument("--family", choices=sorted(SEARCH_NETS), action="append",
-                    help="supernet(s) of the co-search part (default: mbv3)")
+                    help="supernet(s) trained on digits for the co-search part (default: mbv3 unless --run)")
+    ap.add_argument("--run", default=None, help="a trained run directory: the co-search part searches its supernet "
+                    "on its data (RESULTS.md section of the run's name)")
+    ap.add_argument("--skip-sizes", action="store_true", help="skip part 1 (FP32 vs INT8 per family)")
+    ap.add_argument("--no-write", action="store_true", help="print only; RESULTS.md unchanged")
     args = ap.parse_args()
     torch.set_num_threads(1)
     load = os.getloadavg()
     body = [f"CPU flags: {', '.join(Q.cpu_flags()) or 'none found'}; onnxruntime "
             f"{__import__('onnxruntime').__version__}; static: QDQ, uint8 activations, per-channel int8 weights, "
             f"minmax calibration; transformers: dynamic. Load average at start "
-            f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.", "", *part1()]
+            f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.", *([] if args.skip_sizes else ["", *part1()])]
+    section = "quantization.py"  # a co-search on a run's supernet alone gets a section of the run's name
     if not args.skip_search:
-        for family in args.family or ["mbv3"]:
-            body += ["", *part2(args.evaluations, args.epochs, family, args.seeds)]
+        for family in args.family or ([] if args.run else ["mbv3"]):
+            body += ["", *part2(*digits_supernet(family, args.epochs), args.evaluations, args.seeds)]
+        if args.run:
+            net, data, name, label = run_supernet(args.run)
+            body += ["", *part2(net, data, label, args.evaluations, args.seeds)]
+            section += "" if args.family else f" ({name})"
+    command = (f"--evaluations {args.evaluations} --epochs {args.epochs} --seeds {args.seeds}"
+               + "".join(" --family " + f for f in args.family or []) + (f" --run {args.run}" if args.run else "")
+               + (" --skip-sizes" if args.skip_sizes else ""))
     body.append(f"\nLoad average at end {os.getloadavg()[0]:.2f}. "
-                f"Command: `.venv/bin/python benchmarks/quantization.py --evaluations {args.evaluations} "
-                f"--epochs {args.epochs} --seeds {args.seeds}{''.join(' --family ' + f for f in args.family or [])}`")
-    write_section("quantization.py", "\n".join(body))
+                f"Command: `.venv/bin/python benchmarks/quantization.py {command}`")
+    if not args.no_write:
+        write_section(section, "\n".join(body))
 
 
 if __name__ == "__main__":
