@@ -126,6 +126,10 @@ class DataSection(Section):
     augment: Augment | None = Field(
         None, description="training batches: none, standard (pad+crop or random-resized-crop, flip), strong "
                           "(+ TrivialAugment, random erasing); default: none for digits, standard otherwise")
+    mixup: float = Field(0.0, ge=0, le=1, description="probability that a training batch is mixed up (kornia "
+                         "MixUp; labels become class probabilities); 0: never")
+    cutmix: float = Field(0.0, ge=0, le=1, description="probability that a training batch is cut-mixed (kornia "
+                          "CutMix); mixup + cutmix <= 1")
     workers: int | None = Field(None, ge=0, le=256, description="DataLoader processes that decode and augment "
                                 "images (default: up to 4 for files, 0 for cached arrays)")
     cache: Literal["auto", "on", "off"] = Field(
@@ -162,12 +166,17 @@ class DataSection(Section):
             raise ValueError(f"data.text is for text data; kind is {self.kind!r}")
         if self.lm is not None and not self.is_lm:
             raise ValueError(f"data.lm is for language-modelling data (kind: lm); kind is {self.kind!r}")
-        if self.is_lm and (self.image_size is not None or self.channels is not None or self.augment is not None):
-            raise ValueError("image_size/channels/augment do not apply to language-modelling data")
+        if self.mixup + self.cutmix > 1:
+            raise ValueError(f"mixup + cutmix is the share of mixed batches: at most 1, got {self.mixup + self.cutmix:g}")
+        mixing = self.mixup > 0 or self.cutmix > 0
+        if self.is_lm and (self.image_size is not None or self.channels is not None or self.augment is not None
+                           or mixing):
+            raise ValueError("image_size/channels/augment/mixup/cutmix do not apply to language-modelling data")
         if self.is_lm and self.dataset == "digits":
             raise ValueError("language-modelling data needs data.dataset: the path of a UTF-8 text file")
-        if self.is_text and (self.image_size is not None or self.channels is not None or self.augment is not None):
-            raise ValueError("image_size/channels/augment do not apply to text data")
+        if self.is_text and (self.image_size is not None or self.channels is not None or self.augment is not None
+                             or mixing):
+            raise ValueError("image_size/channels/augment/mixup/cutmix do not apply to text data")
         if self.is_text and self.dataset == "digits" and not Path((self.text or TextDataSection()).train or "").is_absolute():
             raise ValueError("text data needs data.dataset (the folder holding the files) or an absolute data.text.train")
         return self

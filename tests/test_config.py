@@ -36,6 +36,8 @@ def test_defaults_roundtrip(tmp_path):
     ({"supernet": {"family": "resnet", "args": {"blok": "basic"}}}, "unknown argument 'blok' for supernet 'resnet'"),
     ({"supernet": {"args": {"dropout": 2.5}}}, "dropout must be a number in [0, 1), got 2.5"),
     ({"supernet": {"args": {"width_mult": float("inf")}}}, "width_mult must be finite"),
+    ({"data": {"mixup": 0.7, "cutmix": 0.5}}, "mixup + cutmix is the share of mixed batches: at most 1, got 1.2"),
+    ({"data": {"cutmix": 1.5}}, "config error at data.cutmix"),
     ([1, 2], "must be a YAML mapping"),
 ])
 def test_bad_values_give_one_line(doc, message):

@@ -230,6 +230,36 @@ def test_standard_augmentation_pads_crops_and_flips():
     assert torch.equal(collate([(img, 0, 5)])[0], collate([(img, 0, 5)])[0])  # the batch seed decides
 
 
+@pytest.mark.parametrize("mix", ["mixup", "cutmix"])
+def test_mixed_batches_carry_labels_in_the_proportion_of_their_pixels(mix):
+    """Black images of class 0 mixed with white images of class 1: every image's share of white equals its
+    label's probability of class 1 (MixUp blends pixels, CutMix pastes a box)."""
+    black, white = torch.zeros(1, 8, 8, dtype=torch.uint8), torch.full((1, 8, 8), 255, dtype=torch.uint8)
+    samples = [(black, 0, 11)] * 6 + [(white, 1, 11)] * 6
+    collate = ImageBatches((0.0,), (1.0,), 8, "none", **{mix: 1.0}, num_classes=3)
+    x, y = collate(samples)
+    assert y.shape == (12, 3) and y.dtype == torch.float32
+    assert torch.allclose(y.sum(1), torch.ones(12)) and torch.all(y[:, 2] == 0)
+    assert torch.allclose(x.mean((1, 2, 3)), y[:, 1], atol=1e-5)
+    assert 0 < int(((y[:, 1] > 0) & (y[:, 1] < 1)).sum())  # some images really are mixed
+    if mix == "cutmix":
+        assert set(x.unique().tolist()) <= {0.0, 1.0}  # pasted, not blended
+    assert torch.equal(collate(samples)[0], x)  # the batch seed decides
+    never = ImageBatches((0.0,), (1.0,), 8, "none", mixup=0.0, cutmix=0.0, num_classes=3)(samples)[1]
+    assert never.dtype == torch.long  # no mixing: class indices as before
+    with pytest.raises(DataError, match="summing to at most 1"):
+        ImageBatches((0.5,), (0.2,), 8, "none", mixup=0.7, cutmix=0.5, num_classes=3)
+
+
+def test_only_training_batches_are_mixed(digits):
+    mixed = load_digits_bundle(image_size=16, seed=0)
+    mixed.mixup, mixed.cutmix = 0.5, 0.5
+    x, y = next(iter(mixed.train_loader(16, seed=0)))
+    assert y.shape == (16, 10) and torch.allclose(y.sum(1), torch.ones(16))
+    assert torch.equal(everything(mixed, "val")[1], everything(digits, "val")[1])  # evaluation: class indices
+    assert "mixup 0.5, cutmix 0.5" in mixed.describe()
+
+
 def test_training_batches_do_not_depend_on_the_worker_count(tmp_path):
     _write_tree(tmp_path / "d" / "train", per_class=24, size=12)
     _write_tree(tmp_path / "d" / "val", per_class=2, size=12)

@@ -124,7 +124,8 @@ def test_bad_text_inputs_give_one_line_and_exit_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("override, needle", [
     ({"supernet__family": "mbv3"}, "text data needs the bert family"),
-    ({"data__image_size": 32}, "image_size/channels/augment do not apply to text data"),
+    ({"data__image_size": 32}, "image_size/channels/augment/mixup/cutmix do not apply to text data"),
+    ({"data__mixup": 0.5}, "image_size/channels/augment/mixup/cutmix do not apply to text data"),
     ({"data__kind": "folder"}, "data.text is for text data"),
     ({"supernet__teacher": "original"}, "teacher 'original' needs a pretrained model"),
     ({"export__picks": ["best-accuracy if macs <= 5"]}, "'macs' is not a search objective"),

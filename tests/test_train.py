@@ -151,6 +151,20 @@ def test_training_applies_zero_init_residual_only_when_asked(tiny_data):
     assert min(residual_scales(off)) > 0.5
 
 
+def test_training_on_mixed_batches_learns_from_label_probabilities():
+    """MixUp/CutMix batches carry (B, classes) label probabilities: the teacher's cross-entropy, the students'
+    label term and validation (class indices) all take them."""
+    from supernas.data import load_digits_bundle
+
+    data = load_digits_bundle(image_size=8, seed=0)
+    data.mixup, data.cutmix = 0.5, 0.5
+    assert next(iter(data.train_loader(16, seed=3)))[1].shape == (16, 10)
+    result = train(tiny_net(), data, **dict(FAST, epochs=1, eval_every=1, distill_label_weight=0.5))
+    row = result.last()
+    assert torch.isfinite(torch.tensor([row["loss_largest"], row["loss_others"]])).all()
+    assert 0 <= row["val_acc_largest"] <= 1
+
+
 def test_sandwich_step_accumulates_every_pass():
     net = tiny_net().train()
     cfg = TrainConfig(distill=True, label_smoothing=0.1, distill_label_weight=0.3)

@@ -7,6 +7,11 @@ Augmentation (``augment``):
   large ones random-resized-cropped (scale 0.08-1); then a horizontal flip with probability 0.5;
 - ``strong``: standard, then TrivialAugment (RGB images) and random erasing (p 0.25).
 
+Mixing (``mixup``, ``cutmix``: the probability that a training batch is mixed that way, 0 = never): kornia's
+MixUp (pixels blended) or CutMix (a box pasted) pairs each image with another of the batch, and the labels
+become class probabilities in proportion (``(B, classes)`` floats for every batch of such a loader, mixed or
+not; cross-entropy takes them as they are).
+
 Stored large images (``images.stored_size``) are centre-cropped to the input size when not augmented.
 
 The training batches of a split come from :class:`SeededBatchSampler`: a shard of a seeded shuffle per
@@ -45,44 +50,73 @@ def _augmentation(kind: str, image_size: int, stored: int, channels: int) -> tor
     return K.AugmentationSequential(*ops)
 
 
+def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, cutmix: float
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp with probability ``mixup``, else CutMix with probability ``cutmix`` (kornia), else nothing;
+    labels returned as ``(B, num_classes)`` probabilities. Draws from torch's global generator."""
+    import kornia.augmentation as K
+
+    soft = torch.nn.functional.one_hot(y, num_classes).float()
+    draw = float(torch.rand(()))
+    if draw >= mixup + cutmix:
+        return x, soft
+    if draw < mixup:  # rows (label, partner's label, partner's share of the pixels)
+        x, pairs = K.RandomMixUpV2(data_keys=["input", "class"])(x, y)
+        share = pairs[:, 2:]
+    else:  # (mixes = 1, B, 3); rows (label, partner's label, the image's own share): the CutMix paper's lambda
+        x, pairs = K.RandomCutMixV2(data_keys=["input", "class"], use_correct_lambda=True)(x, y)
+        pairs = pairs.reshape(-1, 3)
+        share = 1 - pairs[:, 2:]
+    return x, (1 - share) * soft + share * torch.nn.functional.one_hot(pairs[:, 1].long(), num_classes).float()
+
+
 class ImageBatches:
     """Collate function: ``[(uint8 [C,H,W], label[, seed]), ...]`` -> ``(float [B,C,h,w], labels)``,
-    augmented as ``augment`` says (seeded by the samples' batch seed when they carry one) and
-    normalised with ``mean``/``std`` (per channel, pixel values scaled to [0, 1]). Picklable, so it runs
-    in DataLoader worker processes."""
+    augmented as ``augment`` says and mixed as ``mixup``/``cutmix`` say (seeded by the samples' batch seed
+    when they carry one), normalised with ``mean``/``std`` (per channel, pixel values scaled to [0, 1]).
+    Picklable, so it runs in DataLoader worker processes."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], image_size: int, augment: Augment = "none"
-                 ) -> None:
+    def __init__(self, mean: Sequence[float], std: Sequence[float], image_size: int, augment: Augment = "none",
+                 mixup: float = 0.0, cutmix: float = 0.0, num_classes: int = 0) -> None:
         if augment not in AUGMENTS:
             raise DataError(f"unknown augmentation {augment!r}; known: {', '.join(AUGMENTS)}")
+        if not (0 <= mixup <= 1 and 0 <= cutmix <= 1 and mixup + cutmix <= 1):
+            raise DataError(f"mixup and cutmix are probabilities per batch summing to at most 1, got {mixup} and {cutmix}")
+        if (mixup or cutmix) and num_classes < 2:
+            raise DataError("mixing labels needs the number of classes")
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         self.image_size, self.augment = image_size, augment
+        self.mixup, self.cutmix, self.num_classes = float(mixup), float(cutmix), int(num_classes)
         self._ops: torch.nn.Module | None = None
         self._built = False
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_ops": None, "_built": False}  # kornia modules are rebuilt where used
 
-    def _transform(self, x: torch.Tensor, seed: int | None) -> torch.Tensor:
+    def _transform(self, x: torch.Tensor, y: torch.Tensor, seed: int | None) -> tuple[torch.Tensor, torch.Tensor]:
         if not self._built:
             self._ops = _augmentation(self.augment, self.image_size, x.shape[-1], x.shape[1])
             self._built = True
-        if self._ops is not None:
+        if self._ops is None and (x.shape[-1] != self.image_size or x.shape[-2] != self.image_size):
+            top, left = (x.shape[-2] - self.image_size) // 2, (x.shape[-1] - self.image_size) // 2
+            x = x[..., top: top + self.image_size, left: left + self.image_size]  # stored larger: centre crop
+        mixing = bool(self.mixup or self.cutmix)
+        if self._ops is not None or mixing:
             with torch.random.fork_rng(devices=[]):  # the caller's random stream is left untouched
                 if seed is not None:
                     torch.manual_seed(seed)
-                x = self._ops(x)
-        elif x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:  # stored larger: centre crop
-            top, left = (x.shape[-2] - self.image_size) // 2, (x.shape[-1] - self.image_size) // 2
-            x = x[..., top: top + self.image_size, left: left + self.image_size]
-        return x
+                if self._ops is not None:
+                    x = self._ops(x)
+                if mixing:
+                    x, y = mix_batch(x, y, self.num_classes, self.mixup, self.cutmix)
+        return x, y
 
     def __call__(self, samples: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.stack([s[0] for s in samples]).float().div_(255.0)
         y = torch.tensor([int(s[1]) for s in samples], dtype=torch.long)
         seed = int(samples[0][2]) if len(samples[0]) > 2 else None
-        x = self._transform(x, seed)
+        x, y = self._transform(x, y, seed)
         return ((x - self.mean) / self.std).contiguous(), y
 
 

@@ -61,11 +61,14 @@ class DataBundle:
     augment: Augment = "none"
     workers: int = 0
     layout: str = ""
+    mixup: float = 0.0  # probability that a training batch is mixed up (labels become probabilities)
+    cutmix: float = 0.0  # probability that a training batch is cut-mixed
 
     def describe(self) -> str:
+        mixing = ", ".join(f"{k} {v:g}" for k, v in (("mixup", self.mixup), ("cutmix", self.cutmix)) if v)
         return (f"{self.name}: {len(self.train)}/{len(self.val)}/{len(self.test)} train/val/test images, "
                 f"{self.in_channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes"
-                f"{', augment ' + self.augment if self.augment != 'none' else ''}")
+                f"{', augment ' + self.augment if self.augment != 'none' else ''}{', ' + mixing if mixing else ''}")
 
     @property
     def collate_fn(self) -> ImageBatches:
@@ -79,7 +82,8 @@ class DataBundle:
     def train_loader(self, batch_size: int, *, seed: int = 0, rank: int = 0, world_size: int = 1,
                      pin_memory: bool = False) -> DataLoader:
         sampler = SeededBatchSampler(len(self.train), batch_size, seed, rank, world_size)
-        collate = ImageBatches(self.mean, self.std, self.image_size, self.augment)
+        collate = ImageBatches(self.mean, self.std, self.image_size, self.augment, self.mixup, self.cutmix,
+                               self.num_classes)
         return DataLoader(WithBatchSeed(self.train), batch_sampler=sampler, collate_fn=collate,
                           generator=quiet_generator(seed), **self._options(pin_memory, persistent=True))
 

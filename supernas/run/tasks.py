@@ -69,8 +69,10 @@ class ImageClassification(FromScratch):
         if d.dataset != "digits" and d.kind != "digits":
             extra.update(workers=d.workers, cache=d.cache, cache_dir=d.cache_dir, val_fraction=d.val_fraction,
                          progress=progress)
-        return load_dataset(d.dataset, kind=d.kind, image_size=d.image_size, seed=cfg.seed, augment=d.augmentation,
-                            **extra)
+        bundle = load_dataset(d.dataset, kind=d.kind, image_size=d.image_size, seed=cfg.seed,
+                              augment=d.augmentation, **extra)
+        bundle.mixup, bundle.cutmix = d.mixup, d.cutmix
+        return bundle
 
     def supernet_args(self, cfg: RunConfig, bundle: Any) -> dict[str, Any]:
         args = dict(cfg.supernet.args)
@@ -88,7 +90,9 @@ class ImageClassification(FromScratch):
                                allow_new_head=cfg.train.epochs > 0, **args)
 
     def data_facts(self, cfg: RunConfig) -> dict[str, str]:
-        return {"image size": str(cfg.data.image_size or "the data's"), "augmentation": cfg.data.augmentation}
+        mixing = ", ".join(f"{k} {v:g}" for k, v in (("mixup", cfg.data.mixup), ("cutmix", cfg.data.cutmix)) if v)
+        return {"image size": str(cfg.data.image_size or "the data's"),
+                "augmentation": cfg.data.augmentation + (f" ({mixing})" if mixing else "")}
 
 
 class TextClassification:
