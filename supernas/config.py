@@ -167,7 +167,8 @@ class DataSection(Section):
         if self.lm is not None and not self.is_lm:
             raise ValueError(f"data.lm is for language-modelling data (kind: lm); kind is {self.kind!r}")
         if self.mixup + self.cutmix > 1:
-            raise ValueError(f"mixup + cutmix is the share of mixed batches: at most 1, got {self.mixup + self.cutmix:g}")
+            raise ValueError(f"mixup + cutmix is the share of mixed batches: at most 1, "
+                             f"got {self.mixup + self.cutmix:g}")
         mixing = self.mixup > 0 or self.cutmix > 0
         if self.is_lm and (self.image_size is not None or self.channels is not None or self.augment is not None
                            or mixing):

@@ -81,7 +81,8 @@ class ImageBatches:
         if augment not in AUGMENTS:
             raise DataError(f"unknown augmentation {augment!r}; known: {', '.join(AUGMENTS)}")
         if not (0 <= mixup <= 1 and 0 <= cutmix <= 1 and mixup + cutmix <= 1):
-            raise DataError(f"mixup and cutmix are probabilities per batch summing to at most 1, got {mixup} and {cutmix}")
+            raise DataError(f"mixup and cutmix are probabilities per batch summing to at most 1, "
+                            f"got {mixup} and {cutmix}")
         if (mixup or cutmix) and num_classes < 2:
             raise DataError("mixing labels needs the number of classes")
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
