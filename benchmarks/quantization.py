@@ -31,6 +31,7 @@ from _results import write_section  # noqa: E402
 import supernas as sn  # noqa: E402
 from supernas import quantize as Q  # noqa: E402
 from supernas.measure import Evaluator  # noqa: E402
+from supernas.measure.onnx_model import onnx_bytes  # noqa: E402
 from supernas.search.pareto import Normalisation, front_indices  # noqa: E402
 
 LAT = "latency_ms@onnxruntime"
@@ -73,6 +74,71 @@ def part1() -> list[str]:
             a, b = fp(cfg), q(cfg)
             lines.append(f"| {label} | {name} | {a[LAT]:.3f} | {b[LAT]:.3f} | {a[LAT] / b[LAT]:.2f}x | "
                          f"{a['bytes']:,.0f} | {b['bytes']:,.0f} | {a['bytes'] / b['bytes']:.2f}x |")
+            print(lines[-1], flush=True)
+    return lines
+
+
+def kernel_times(model_bytes: bytes, x: np.ndarray, runs: int = 200) -> dict[str, float]:
+    """Microseconds per run that ONNX Runtime (1 thread, its own profiler) spends in each kind of kernel of a
+    graph as it optimises it: convolutions split into depthwise (group > 1) and the others, the rest by type."""
+    import json
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
+        opts.optimized_model_filepath = os.path.join(tmp, "optimised.onnx")
+        ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        kinds = {}
+        for node in onnx.load(opts.optimized_model_filepath).graph.node:
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            kinds[node.name] = f"{node.op_type} ({'depthwise' if group > 1 else 'dense'})" if "Conv" in node.op_type \
+                else node.op_type
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
+        opts.enable_profiling, opts.profile_file_prefix = True, os.path.join(tmp, "profile")
+        sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        for _ in range(runs):
+            sess.run(None, {name: x})
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    out: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            kind = kinds.get(e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"))
+            out[kind] = out.get(kind, 0.0) + e["dur"] / runs
+    return out
+
+
+def kernels() -> list[str]:
+    """Where the time of each family's largest sub-network goes in ONNX Runtime, FP32 vs all-INT8."""
+    lines = ["Kernel time of the largest sub-network per run (ONNX Runtime's profiler, 1 thread, batch 1, 200 runs; "
+             "profiling adds overhead, so compare within a row):", "",
+             "| family | kernel | FP32 us | INT8 us |", "|---|---|---:|---:|"]
+    for label, (family, args) in FAMILIES.items():
+        if family not in ("mbv3", "resnet"):
+            continue
+        torch.manual_seed(0)
+        net = sn.create_supernet(family, **args).eval()
+        cfg = net.space.largest()
+        calib = [(net.random_input(net.input_shape(cfg, batch=8)), torch.zeros(8, dtype=torch.long))
+                 for _ in range(4)]
+        q = Q.QuantizedEvaluator(net, ["bytes"], targets=TARGETS, calib_loader=calib, calib_batches=0,
+                                 quantization={"policy": "int8", "calib_batches": 4})
+        _, int8 = q.deploy(cfg)
+        fp32 = onnx_bytes(int8.float_model, net.example_input(cfg, batch=2), dynamic={0: "batch"})
+        x = net.example_input(cfg).numpy()
+        a, b = kernel_times(fp32, x), kernel_times(int8.model_bytes, x)
+        conv = lambda t, kind: sum(v for k, v in t.items() if "Conv" in k and kind in k)  # noqa: E731
+        rows = [("convolutions, depthwise", conv(a, "depthwise"), conv(b, "depthwise")),
+                ("convolutions, dense", conv(a, "dense"), conv(b, "dense")),
+                ("everything else", sum(a.values()) - conv(a, "("), sum(b.values()) - conv(b, "(")),
+                ("**all kernels**", sum(a.values()), sum(b.values()))]
+        for kind, fa, fb in rows:
+            lines.append(f"| {label} | {kind} | {fa:.0f} | {fb:.0f} |")
             print(lines[-1], flush=True)
     return lines
 
@@ -197,6 +263,8 @@ def main() -> None:
     ap.add_argument("--run", default=None, help="a trained run directory: the co-search part searches its supernet "
                     "on its data (RESULTS.md section of the run's name)")
     ap.add_argument("--skip-sizes", action="store_true", help="skip part 1 (FP32 vs INT8 per family)")
+    ap.add_argument("--kernels", action="store_true", help="also profile where the largest mbv3's and resnet's "
+                    "time goes, FP32 vs INT8, by kind of kernel")
     ap.add_argument("--no-write", action="store_true", help="print only; RESULTS.md unchanged")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -204,7 +272,8 @@ def main() -> None:
     body = [f"CPU flags: {', '.join(Q.cpu_flags()) or 'none found'}; onnxruntime "
             f"{__import__('onnxruntime').__version__}; static: QDQ, uint8 activations, per-channel int8 weights, "
             f"minmax calibration; transformers: dynamic. Load average at start "
-            f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.", *([] if args.skip_sizes else ["", *part1()])]
+            f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.", *([] if args.skip_sizes else ["", *part1()]),
+            *(["", *kernels()] if args.kernels else [])]
     section = "quantization.py"  # a co-search on a run's supernet alone gets a section of the run's name
     if not args.skip_search:
         for family in args.family or ([] if args.run else ["mbv3"]):
@@ -215,7 +284,7 @@ def main() -> None:
             section += "" if args.family else f" ({name})"
     command = (f"--evaluations {args.evaluations} --epochs {args.epochs} --seeds {args.seeds}"
                + "".join(" --family " + f for f in args.family or []) + (f" --run {args.run}" if args.run else "")
-               + (" --skip-sizes" if args.skip_sizes else ""))
+               + (" --skip-sizes" if args.skip_sizes else "") + (" --kernels" if args.kernels else ""))
     body.append(f"\nLoad average at end {os.getloadavg()[0]:.2f}. "
                 f"Command: `.venv/bin/python benchmarks/quantization.py {command}`")
     if not args.no_write:
