@@ -274,7 +274,8 @@ def main() -> None:
             f"minmax calibration; transformers: dynamic. Load average at start "
             f"{load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}.", *([] if args.skip_sizes else ["", *part1()]),
             *(["", *kernels()] if args.kernels else [])]
-    section = "quantization.py"  # a co-search on a run's supernet alone gets a section of the run's name
+    # a co-search on a run's supernet alone gets a section of the run's name; the kernel profile alone its own
+    section = "quantization.py" + (" (kernels)" if args.skip_sizes and args.skip_search else "")
     if not args.skip_search:
         for family in args.family or ([] if args.run else ["mbv3"]):
             body += ["", *part2(*digits_supernet(family, args.epochs), args.evaluations, args.seeds)]
