@@ -285,7 +285,8 @@ def main() -> None:
             section += "" if args.family else f" ({name})"
     command = (f"--evaluations {args.evaluations} --epochs {args.epochs} --seeds {args.seeds}"
                + "".join(" --family " + f for f in args.family or []) + (f" --run {args.run}" if args.run else "")
-               + (" --skip-sizes" if args.skip_sizes else "") + (" --kernels" if args.kernels else ""))
+               + (" --skip-sizes" if args.skip_sizes else "") + (" --skip-search" if args.skip_search else "")
+               + (" --kernels" if args.kernels else ""))
     body.append(f"\nLoad average at end {os.getloadavg()[0]:.2f}. "
                 f"Command: `.venv/bin/python benchmarks/quantization.py {command}`")
     if not args.no_write:
