@@ -175,7 +175,7 @@ def main() -> None:
                           + "\n".join(f"- {s}" for s in summary))
 
     recipe = {k: v for k, v in tc.model_dump().items() if k in TWIN_RECIPE} | {"augment": data.augment}
-    recipe |= {k: getattr(data, k) for k in ("mixup", "cutmix") if getattr(data, k, 0)}  # unmixed: keys as before
+    recipe |= {k: v for k, v in (("mixup", data.mixup), ("cutmix", data.cutmix)) if v}  # unmixed: keys as before
 
     def twin_key(name: str, sub: dict) -> str:
         """A finished twin is reused only for the same architecture, epochs and recipe."""

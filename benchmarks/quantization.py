@@ -31,7 +31,7 @@ from _results import write_section  # noqa: E402
 import supernas as sn  # noqa: E402
 from supernas import quantize as Q  # noqa: E402
 from supernas.measure import Evaluator  # noqa: E402
-from supernas.measure.onnx_model import onnx_bytes  # noqa: E402
+from supernas.measure.onnx_model import onnx_bytes, ort_session  # noqa: E402
 from supernas.search.pareto import Normalisation, front_indices  # noqa: E402
 
 LAT = "latency_ms@onnxruntime"
@@ -85,22 +85,17 @@ def kernel_times(model_bytes: bytes, x: np.ndarray, runs: int = 200) -> dict[str
     import tempfile
 
     import onnx
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
-        opts.optimized_model_filepath = os.path.join(tmp, "optimised.onnx")
-        ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        optimised = os.path.join(tmp, "optimised.onnx")
+        ort_session(model_bytes, cpu_only=True, optimized_model_filepath=optimised)
         kinds = {}
-        for node in onnx.load(opts.optimized_model_filepath).graph.node:
+        for node in onnx.load(optimised).graph.node:
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
             kinds[node.name] = f"{node.op_type} ({'depthwise' if group > 1 else 'dense'})" if "Conv" in node.op_type \
                 else node.op_type
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = 1, 1, 3
-        opts.enable_profiling, opts.profile_file_prefix = True, os.path.join(tmp, "profile")
-        sess = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(model_bytes, cpu_only=True, enable_profiling=True,
+                           profile_file_prefix=os.path.join(tmp, "profile"))
         name = sess.get_inputs()[0].name
         for _ in range(runs):
             sess.run(None, {name: x})

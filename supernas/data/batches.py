@@ -70,6 +70,11 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, 
     return x, (1 - share) * soft + share * torch.nn.functional.one_hot(pairs[:, 1].long(), num_classes).float()
 
 
+def describe_mixing(mixup: float, cutmix: float) -> str:
+    """``"mixup 0.5, cutmix 0.2"`` for the mixings switched on; ``""`` for none."""
+    return ", ".join(f"{k} {v:g}" for k, v in (("mixup", mixup), ("cutmix", cutmix)) if v)
+
+
 class ImageBatches:
     """Collate function: ``[(uint8 [C,H,W], label[, seed]), ...]`` -> ``(float [B,C,h,w], labels)``,
     augmented as ``augment`` says and mixed as ``mixup``/``cutmix`` say (seeded by the samples' batch seed

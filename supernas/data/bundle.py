@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import DataError
-from .batches import Augment, ImageBatches, SeededBatchSampler, WithBatchSeed
+from .batches import Augment, ImageBatches, SeededBatchSampler, WithBatchSeed, describe_mixing
 from .images import ImageDataset, stack_images
 
 Split = Literal["train", "val", "test"]
@@ -65,7 +65,7 @@ class DataBundle:
     cutmix: float = 0.0  # probability that a training batch is cut-mixed
 
     def describe(self) -> str:
-        mixing = ", ".join(f"{k} {v:g}" for k, v in (("mixup", self.mixup), ("cutmix", self.cutmix)) if v)
+        mixing = describe_mixing(self.mixup, self.cutmix)
         return (f"{self.name}: {len(self.train)}/{len(self.val)}/{len(self.test)} train/val/test images, "
                 f"{self.in_channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes"
                 f"{', augment ' + self.augment if self.augment != 'none' else ''}{', ' + mixing if mixing else ''}")

@@ -50,15 +50,18 @@ def onnx_bytes(model: nn.Module, example: torch.Tensor, opset: int | None = None
     return buf.getvalue()
 
 
-def ort_session(model_bytes: bytes, threads: int = 1, cpu_only: bool = False):
+def ort_session(model_bytes: bytes, threads: int = 1, cpu_only: bool = False, **options: Any):
     """An ONNX Runtime session with ``threads`` intra-op threads: CUDA execution provider when present (and
-    not ``cpu_only``), else CPU."""
+    not ``cpu_only``), else CPU; ``options`` set further ``SessionOptions`` attributes (e.g.
+    ``enable_profiling=True``)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    for name, value in options.items():
+        setattr(opts, name, value)
     wanted = ("CPUExecutionProvider",) if cpu_only else ("CUDAExecutionProvider", "CPUExecutionProvider")
     providers = [p for p in wanted if p in ort.get_available_providers()]
     return ort.InferenceSession(model_bytes, opts, providers=providers)

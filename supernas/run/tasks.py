@@ -90,7 +90,9 @@ class ImageClassification(FromScratch):
                                allow_new_head=cfg.train.epochs > 0, **args)
 
     def data_facts(self, cfg: RunConfig) -> dict[str, str]:
-        mixing = ", ".join(f"{k} {v:g}" for k, v in (("mixup", cfg.data.mixup), ("cutmix", cfg.data.cutmix)) if v)
+        from ..data import describe_mixing
+
+        mixing = describe_mixing(cfg.data.mixup, cfg.data.cutmix)
         return {"image size": str(cfg.data.image_size or "the data's"),
                 "augmentation": cfg.data.augmentation + (f" ({mixing})" if mixing else "")}
 
