@@ -7,9 +7,10 @@ still takes those rows, as LINAS passes them):
 
 * ``lookup``: per *block* (the choices that share a name prefix and a depth condition, e.g.
   ``stage2.block1.kernel`` and ``.expand``) a one-hot of the joint value of its own choices and its
-  *context* (the free choices it sits in: ``resolution``, its stage's ``width``), all zeros when the block
-  is inactive; plus a one-hot of the top-level context for the fixed layers (stem, head). Any quantity
-  that is a sum of per-block costs is linear in these columns: ridge on them is a learned lookup table.
+  *context* (the free choices it sits in: ``resolution``, its stage's ``width``; for a stage's first block
+  also the width of the stage before, which sets its input channels), all zeros when the block is inactive;
+  plus a one-hot of the top-level context for the fixed layers (stem, head). Any quantity that is a sum of
+  per-block costs is linear in these columns: ridge on them is a learned lookup table.
 * ``costs`` (given a :class:`CostTable` counted from the supernet): per block its MACs, parameters,
   parameter bytes, activation elements and operator calls, the network totals and their logarithms.
 
@@ -65,7 +66,9 @@ def _fit_cap(local: list[int], context: list[int], n_opts: list[int]) -> tuple[l
 def blocks_of(space: SearchSpace) -> list[Block]:
     """The lookup blocks of a space: a fixed block over the top-level free choices (e.g. ``resolution``),
     then the choices grouped by name prefix and depth condition, each with its context (top-level free
-    choices and free choices of enclosing prefixes, e.g. ``stage2.width`` for ``stage2.block1.*``)."""
+    choices, free choices of enclosing prefixes, e.g. ``stage2.width`` for ``stage2.block1.*``, and for the first
+    group inside a prefix the free choices of the prefix before it, e.g. ``stage1.width`` for ``stage2.block1.*``,
+    whose output that block reads)."""
     names, n_opts = space.names, [len(c.options) for c in space.choices]
     parents = {c.active_if[0] for c in space.choices if c.active_if is not None}
     free = [j for j, c in enumerate(space.choices) if c.active_if is None and c.name not in parents]
@@ -89,9 +92,20 @@ def blocks_of(space: SearchSpace) -> list[Block]:
 
     if top:
         add("fixed", [], top)
-    for (prefix, _), local in groups.items():
+    # the first group inside a prefix (a stage's first block) also reads the free choices of the prefix before it
+    # at the same level (the previous stage's or the stem's width: its input channels)
+    levels = list(dict.fromkeys(_prefix(names[j]) for j in free if j not in top))
+    first: dict[str, tuple[str, Any]] = {}
+    for key in groups:
+        first.setdefault(_prefix(key[0]), key)
+    for key, local in groups.items():
+        prefix, parent = key[0], _prefix(key[0])
         enclosing = [j for j in free if j not in top and prefix.startswith(_prefix(names[j]) + ".")]
-        add(prefix or names[local[0]], local, top + enclosing)
+        feeding: list[int] = []
+        if first.get(parent) == key and parent in levels:
+            before = [p for p in levels[:levels.index(parent)] if _prefix(p) == _prefix(parent)]
+            feeding = [j for j in free if j not in top and before and _prefix(names[j]) == before[-1]]
+        add(prefix or names[local[0]], local, top + enclosing + feeding)
     return out
 
 
