@@ -188,6 +188,8 @@ def test_a_stages_first_block_reads_the_width_before_it(small_resnet, tiny_mbv3)
     assert context["stage1.block1"] == ["stage1.width", "stem.width"]
     assert context["stage3.block1"] == ["stage3.width", "stage2.width"]
     assert context["stage3.block2"] == ["stage3.width"]
+    features = {b.name: [names[j] for j in b.context] for b in blocks_of(small_resnet.space, inputs=False)}
+    assert features["stage3.block1"] == ["stage3.width"]  # the one-hot features get the input width as costs
     m = tiny_mbv3.space  # no free widths in mbv3: only the resolution, as before
     assert all([m.names[j] for j in b.context] == ["resolution"] for b in blocks_of(m))
 
@@ -201,6 +203,14 @@ def test_cost_table_is_exact_on_resnet_and_says_when_it_is_not(small_resnet, mon
 
     table = build_cost_table(small_resnet, seed=0, check=8)
     assert set(table.exact) >= {"macs", "params", "bytes"}
+    fmap = FeatureMap(small_resnet.space, table)
+    cfgs = small_resnet.space.sample_many(5, seed=3)
+    X = small_resnet.space.features_many(cfgs)
+    from supernas.measure import count
+    assert np.allclose(fmap.totals(X)[:, 0], [count(small_resnet.extract(c).eval(), example=small_resnet.example_input(c))
+                                              ["macs"] for c in cfgs], rtol=1e-9)
+    assert fmap.transform(X).shape[1] == len(fmap.names())
+    assert fmap.lookup(X, fmap.feature_blocks).shape[1] < fmap.n_lookup  # features: the smaller one-hots
     monkeypatch.setattr(features, "MAX_JOINT", 2)
     capped = build_cost_table(small_resnet, seed=0, check=8)
     assert "macs" not in capped.exact and capped.max_rel_error["macs"] > 1e-6
