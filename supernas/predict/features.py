@@ -94,20 +94,24 @@ def blocks_of(space: SearchSpace, inputs: bool = True) -> list[Block]:
 
     if top:
         add("fixed", [], top)
-    # the first group inside a prefix (a stage's first block) also reads the free choices of the prefix before it
-    # at the same level (the previous stage's or the stem's width: its input channels)
     levels = list(dict.fromkeys(_prefix(names[j]) for j in free if j not in top))
     first: dict[str, tuple[str, Any]] = {}
     for key in groups:
         first.setdefault(_prefix(key[0]), key)
+
+    def feeding(key: tuple[str, Any]) -> list[int]:
+        """For the first group inside a prefix (a stage's first block), the free choices of the prefix before it
+        at the same level (the previous stage's or the stem's width: its input channels)."""
+        parent = _prefix(key[0])
+        if not inputs or first.get(parent) != key or parent not in levels:
+            return []
+        before = [p for p in levels[:levels.index(parent)] if _prefix(p) == _prefix(parent)]
+        return [j for j in free if j not in top and _prefix(names[j]) == before[-1]] if before else []
+
     for key, local in groups.items():
-        prefix, parent = key[0], _prefix(key[0])
+        prefix = key[0]
         enclosing = [j for j in free if j not in top and prefix.startswith(_prefix(names[j]) + ".")]
-        feeding: list[int] = []
-        if inputs and first.get(parent) == key and parent in levels:
-            before = [p for p in levels[:levels.index(parent)] if _prefix(p) == _prefix(parent)]
-            feeding = [j for j in free if j not in top and before and _prefix(names[j]) == before[-1]]
-        add(prefix or names[local[0]], local, top + enclosing + feeding)
+        add(prefix or names[local[0]], local, top + enclosing + feeding(key))
     return out
 
 
