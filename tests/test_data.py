@@ -62,6 +62,17 @@ def test_loaders_are_seeded_and_drop_ragged_batch(digits):
     assert sum(len(y) for _, y in val) == len(digits.val)
 
 
+def test_calibration_batches_are_the_same_on_every_pass(digits):
+    """BN recalibration takes the first batches of the training loader: every pass over it (every
+    sub-network evaluated, in any order, in any process) must see the same images."""
+    calib = loaders(digits, 50, seed=3)[0]
+    passes = [[y for _, y in calib] for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*passes))
+    copy = pickle.loads(pickle.dumps(calib))  # what a Ray worker or a resumed run gets
+    assert torch.equal(next(iter(copy))[1], passes[0][0])
+    assert not torch.equal(torch.cat(passes[0]), torch.as_tensor(digits.train.labels[: 50 * len(passes[0])]))  # shuffled
+
+
 def _write_tree(root, classes=("cat", "dog"), per_class=5, size=6, ext="png", start=0):
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)

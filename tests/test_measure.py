@@ -289,6 +289,22 @@ def test_evaluator_recalibrates_bn(tiny_net, tiny_data):
     assert not Evaluator(tiny_net, ["macs"], calib_loader=calib).needs_weights
 
 
+def test_evaluator_accuracy_does_not_depend_on_what_was_evaluated_before(tiny_net, tiny_data):
+    from supernas.data import DatasetPair, loaders
+
+    ds = tiny_data[0].dataset
+    calib, val, _ = loaders(DatasetPair(ds, ds), batch_size=16, seed=0)
+    a, b = tiny_net.space.sample(seed=1), tiny_net.space.sample(seed=2)
+    ev = Evaluator(tiny_net, ["accuracy"], calib_loader=calib, eval_loader=val, calib_batches=2)
+    first = ev(a)
+    ev(b)
+    fresh = Evaluator(tiny_net, ["accuracy"], calib_loader=calib, eval_loader=val, calib_batches=2)
+    fresh(b)
+    assert ev(a) == first == fresh(a)
+    bn = lambda m: next(x for x in m.modules() if isinstance(x, nn.BatchNorm2d)).running_var  # noqa: E731
+    assert torch.equal(bn(ev.prepare(a)), bn(fresh.prepare(a)))
+
+
 def test_evaluator_rejects_bad_columns(tiny_net):
     with pytest.raises(ConfigError, match="needs a target"):
         Evaluator(tiny_net, ["latency_ms"])

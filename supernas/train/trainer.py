@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..data import DatasetPair, TrainingData
+from ..data import DatasetPair, TrainingData, loaders
 from ..errors import CheckpointError
 from ..supernets import Supernet
 from . import distributed as D
@@ -242,7 +242,7 @@ def train(net: Supernet, data: Any, *, config: TrainConfig | dict | None = None,
                                pin_memory=device.type == "cuda")
     sampler = loader.batch_sampler
     bs = sampler.batch_size
-    calib = data.eval_loader("train", bs)
+    calib = loaders(data, bs, seed=cfg.seed)[0]  # the same seeded calibration batches at every validation
     val = data.eval_loader("val", 256) if val_ds is not None and len(val_ds) else None
     steps = len(loader)
     if steps == 0:
