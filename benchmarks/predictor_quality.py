@@ -93,7 +93,7 @@ def accuracy_noise(acc: np.ndarray, reps: np.ndarray, acc_test: np.ndarray, pred
     denoised = np.vstack([acc, reps]).mean(axis=0)
     rows = [
         f"| tied pairs among the held-out accuracies | {100 * tie_frac:.1f}% (tau-b of an untied prediction <= {tie_max:.3f}) |",
-        f"| tau(measurement, same measurement after another BN recalibration), {k} repeats | "
+        f"| tau(measurement, same measurement after BN recalibration on another draw), {k} repeats | "
         + ", ".join(f"{t:.3f}" for t in rep_tau) + " |",
         f"| oracle: tau(measurement, mean of the {k} repeats): measured / rank-normal model | "
         f"{tau(acc, reps.mean(axis=0)):.3f} / {oracle_tau(tau1, k):.3f} |",
@@ -236,7 +236,8 @@ def main() -> None:
         f"CV-chosen feature set, `{acc_best}`, and its CV-chosen model):", "",
         "| model | " + " | ".join(fmaps) + " |", "|---|" + "---|" * len(fmaps), *by_model, "",
         f"Noise ceiling of the accuracy measurement ({sizes[0]:,} validation images, BN recalibrated on "
-        f"{cfg.search.calib_batches} random training batches per sub-network), on the {args.test} held-out "
+        f"{cfg.search.calib_batches} training batches, one seeded random draw the same for every sub-network; a "
+        f"repeat recalibrates on another draw), on the {args.test} held-out "
         f"sub-networks; accuracy measured with {args.threads} thread(s):", "",
         "| quantity | value |", "|---|---|", *noise, "",
         f"Latency (`{LAT}`, drift-corrected, reference baseline "
