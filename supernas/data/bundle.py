@@ -3,12 +3,12 @@ the evaluator rely on (:class:`TrainingData`), seeded splits and loaders."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import DataError
 from .batches import Augment, ImageBatches, SeededBatchSampler, WithBatchSeed, describe_mixing
@@ -93,31 +93,19 @@ class DataBundle:
                             **self._options(pin_memory, persistent=False))
 
 
-class SeededOrder(Sampler[int]):
-    """``0 .. n-1`` in one random order drawn from ``seed``: the same order on every pass (a loader over it gives
-    the same batches each time it is iterated, in any process, whatever was iterated before)."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed)).tolist())
-
-    def __len__(self) -> int:
-        return self.n
-
-
 def split_loader(data: Any, split: str, batch_size: int, shuffle_seed: int | None = None, drop_last: bool = False,
                  collate_fn: Any = None, **options: Any) -> DataLoader:
     """The ``eval_loader`` of every :class:`TrainingData`: split ``split`` of ``data`` in order, or with
-    ``shuffle_seed`` in the fixed random order :class:`SeededOrder` of that seed; ``options`` go to the
-    DataLoader."""
+    ``shuffle_seed`` in one random order of that seed, the same on every pass (a single-replica
+    ``DistributedSampler`` whose epoch never moves: the same batches however often, in whichever process, the
+    loader is iterated); ``options`` go to the DataLoader."""
     if split not in ("train", "val", "test"):
         raise DataError(f"unknown split {split!r}; use train, val or test")
     ds = getattr(data, split)
     if ds is None:
         ds = torch.utils.data.TensorDataset(torch.zeros(0))
-    order = None if shuffle_seed is None else SeededOrder(len(ds), shuffle_seed)
+    order = None if shuffle_seed is None else DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True,
+                                                                 seed=shuffle_seed)
     return DataLoader(ds, batch_size, sampler=order, generator=quiet_generator(shuffle_seed),
                       drop_last=drop_last, collate_fn=collate_fn, **options)
 
@@ -191,7 +179,7 @@ def make_bundle(name: str, splits: dict[str, ImageDataset], num_classes: int, im
 def loaders(data: TrainingData, batch_size: int = 64, seed: int = 0, eval_batch_size: int | None = None
             ) -> tuple[DataLoader, DataLoader, DataLoader]:
     """(train, val, test) evaluation loaders (no augmentation): train in the fixed random order of ``seed``
-    (:class:`SeededOrder`) and without a ragged last batch: BN recalibration takes its first batches, so every
+    (:func:`split_loader`) and without a ragged last batch: BN recalibration takes its first batches, so every
     sub-network is calibrated on the same images whatever was evaluated before it (batch norm needs more than
     one sample per batch); val/test in order."""
     if batch_size < 1:
