@@ -258,3 +258,23 @@ def test_latency_screen_times_a_few_calls_and_the_full_evaluation_times_again(ti
     full = ev(cfg)
     assert full["accuracy"] == s["accuracy"] and scored == [1]  # accuracy measured once, in the screen
     assert full["latency_ms@cpu"] > 0 and full.keys() == {"accuracy", "latency_ms@cpu"}
+
+
+def test_benchmark_bound_skips_only_the_dominated_and_stops_at_the_level():
+    """benchmarks/tiered.py's free-exact-screen bound: a row dominated by an earlier one costs nothing, the
+    others their seconds, up to the row where the hypervolume reaches the level."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from tiered import exact_screen_bound  # type: ignore[import-not-found]
+
+    from supernas.search.pareto import Normalisation
+
+    rows = [({"accuracy": 0.5, "macs": 1.0}, 1.0), ({"accuracy": 0.9, "macs": 3.0}, 2.0),
+            ({"accuracy": 0.4, "macs": 2.0}, 4.0),  # dominated by the first row
+            ({"accuracy": 0.8, "macs": 1.5}, 8.0), ({"accuracy": 0.85, "macs": 2.5}, 16.0)]
+    norm = Normalisation.from_values(COLS, [r for r, _ in rows[:2]])
+    level = norm.hypervolume([r for r, _ in rows[:4]])
+    assert exact_screen_bound(rows, norm, level) == (15.0, 11.0, 1, 4)
+    assert exact_screen_bound(rows, norm, 1e9) is None
