@@ -9,6 +9,8 @@ killed call resumes and a second call only refits. Prints and records, side by s
 * the accuracy measurement's noise ceiling, on the held-out sub-networks: ties among their validation
   accuracies, agreement of independent BN recalibrations, the mean of those as an oracle predictor,
   validation vs test split;
+* what limits the accuracy predictor: its held-out Kendall tau when fitted on fewer of the training
+  sub-networks (a learning curve), and its held-out error beside the measurement's own noise;
 * latency (as the search measures it: drift-corrected against the median sub-network, thread clock)
   against a low-noise proxy, the median of ``--passes`` more passes of the same measurement.
 
@@ -110,6 +112,32 @@ def accuracy_noise(acc: np.ndarray, reps: np.ndarray, acc_test: np.ndarray, pred
     ]
 
 
+def learning_curve(space: Any, fmap: FeatureMap | None, tr: list, te: list, acc: np.ndarray, n_train: int,
+                   reps: np.ndarray, draws: int = 5) -> list[str]:
+    """Table rows: held-out Kendall tau of the accuracy predictor (CV model choice on ``fmap``) fitted on
+    random subsets of the training sub-networks (mean of ``draws``, all of them once), then its held-out error
+    beside the calibration noise (standard deviations of prediction - measurement and, from the ``reps``, of
+    one measurement's draw)."""
+    Xtr, Xte = space.features_many(tr), space.features_many(te)
+    rng = np.random.default_rng(0)
+    sizes = sorted({m for m in (n_train // 4, n_train // 2, 3 * n_train // 4) if m >= 20} | {n_train})
+    cells = []
+    for m in sizes:
+        subsets = [np.arange(n_train)] if m == n_train else [np.sort(rng.choice(n_train, m, replace=False))
+                                                             for _ in range(draws)]
+        taus = [tau(acc[n_train:], fit_predictor(Xtr[i], acc[i], column=ACC, features=fmap, seed=0).predict(Xte))
+                for i in subsets]
+        cells.append(f"{np.mean(taus):.3f}")
+    err = acc[n_train:] - fit_predictor(Xtr, acc[:n_train], column=ACC, features=fmap, seed=0).predict(Xte)
+    noise = float(np.mean([np.std(acc[n_train:] - r) for r in reps])) / math.sqrt(2)
+    return [
+        f"| held-out Kendall tau fitted on {', '.join(map(str, sizes))} training sub-networks (mean of {draws} random "
+        f"subsets; all once) | {' / '.join(cells)} |",
+        f"| standard deviation (points): held-out accuracies / predictor error / one calibration draw's noise | "
+        f"{100 * np.std(acc[n_train:]):.2f} / {100 * np.std(err):.2f} / {100 * noise:.2f} |",
+    ]
+
+
 def fit_rows(space: Any, fmaps: dict[str, FeatureMap | None], cols: list[str], tr: list, te: list,
              y: dict[str, np.ndarray], n_train: int) -> tuple[list[str], dict]:
     """Table rows: every column under every feature map; returns also the fitted predictors."""
@@ -207,6 +235,7 @@ def main() -> None:
     goal = min(0.9, ceiling)
     noise = accuracy_noise(y[ACC][n:], np.array(reps), acc_test,
                            fitted[ACC, acc_best].predict(space.features_many(te)), te, sizes)
+    noise += learning_curve(space, fmaps[acc_best], tr, te, y[ACC], n, np.array(reps))
     # --- latency against the low-noise proxy
     lat = y[LAT]
     Xtr, Xte = space.features_many(tr), space.features_many(te)
@@ -237,7 +266,7 @@ def main() -> None:
         "| model | " + " | ".join(fmaps) + " |", "|---|" + "---|" * len(fmaps), *by_model, "",
         f"Noise ceiling of the accuracy measurement ({sizes[0]:,} validation images, BN recalibrated on "
         f"{cfg.search.calib_batches} training batches, one seeded random draw the same for every sub-network; a "
-        f"repeat recalibrates on another draw), on the {args.test} held-out "
+        f"repeat recalibrates on another draw), and what limits the predictor, on the {args.test} held-out "
         f"sub-networks; accuracy measured with {args.threads} thread(s):", "",
         "| quantity | value |", "|---|---|", *noise, "",
         f"Latency (`{LAT}`, drift-corrected, reference baseline "
