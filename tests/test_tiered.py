@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import random
+import statistics
 
 import pytest
 import torch
@@ -243,12 +244,19 @@ def test_median_interval_reaches_the_order_statistics_that_hold_the_median():
     assert misses / 2000 < 0.01  # exponential times: the true median ln 2 is held
 
 
-def test_latency_screen_times_a_few_calls_and_the_full_evaluation_times_again(tiny, monkeypatch):
+def test_latency_screen_times_a_few_calls_and_the_full_evaluation_only_the_rest(tiny, monkeypatch):
     net, loader = tiny
-    scored = []
-    real = evaluator_module.evaluate_accuracy
+    scored, timed = [], []
+    real, real_latency = evaluator_module.evaluate_accuracy, evaluator_module.measure_latency
     monkeypatch.setattr(evaluator_module, "evaluate_accuracy",
                         lambda *a, **k: scored.append(1) or real(*a, **k))
+
+    def latency(model, example, spec, reference=None):
+        got = real_latency(model, example, spec, reference)
+        timed.append(got.times_ms)
+        return got
+
+    monkeypatch.setattr(evaluator_module, "measure_latency", latency)
     target = {"cpu": {"backend": "cpu", "threads": 1, "warmup": 1, "repeats": 12}}
     ev = Evaluator(net, ["accuracy", "latency_ms@cpu"], calib_loader=loader, eval_loader=loader, calib_batches=2,
                    targets=target, screen_repeats=5)
@@ -258,6 +266,10 @@ def test_latency_screen_times_a_few_calls_and_the_full_evaluation_times_again(ti
     full = ev(cfg)
     assert full["accuracy"] == s["accuracy"] and scored == [1]  # accuracy measured once, in the screen
     assert full["latency_ms@cpu"] > 0 and full.keys() == {"accuracy", "latency_ms@cpu"}
+    assert [len(t) for t in timed] == [5, 7]  # 12 timed calls in all: the screen's 5 count towards them
+    assert full["latency_ms@cpu"] == statistics.median(timed[0] + timed[1])
+    timed.clear()
+    assert ev(cfg)["latency_ms@cpu"] > 0 and [len(t) for t in timed] == [12]  # held screens are used once
 
 
 def test_benchmark_bound_skips_only_the_dominated_and_stops_at_the_level():

@@ -10,6 +10,7 @@ as ``fn(ctx)`` with a :class:`MeasureContext`. Users add their own objectives th
 from __future__ import annotations
 
 import math
+import statistics
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -39,12 +40,13 @@ NO_RECALIBRATION = {"macs", "params", "bytes", "latency_ms", "peak_mem", *PROXIE
 @dataclass
 class _Held:
     """What a screen keeps for the full evaluation that follows: the models, the columns measured in full, the
-    sample's accuracy scores and the split they came from."""
+    sample's accuracy scores and the split they came from, the timed calls per latency target."""
 
     models: tuple[Config, nn.Module, nn.Module | None]
     exact: dict[str, float]
     sample: dict[str, float] | None
     split: ScreenSplit | None
+    timed: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,10 +131,21 @@ def _bytes(ctx: MeasureContext) -> float:
     return float(count_bytes(ctx.model))
 
 
+#: ``MeasureContext.cache`` key of a target's timed calls made before the full measurement (by a screen)
+TIMED = "latency_times:{target}"
+
+
 @_bind("latency_ms")
 def _latency(ctx: MeasureContext) -> float:
+    """Median of the target's ``repeats`` timed calls; calls already made for this model (a screen's, in the
+    cache) count towards them, so only the rest are timed."""
     assert ctx.target is not None
-    return measure_latency(ctx.model, ctx.example(), ctx.target, ctx.reference).median_ms
+    held = list(ctx.cache.get(TIMED.format(target=ctx.target.name), ()))
+    more = ctx.target.repeats - len(held)
+    if more > 0:
+        spec = ctx.target.model_copy(update={"repeats": more})
+        held += measure_latency(ctx.model, ctx.example(), spec, ctx.reference).times_ms
+    return float(statistics.median(held))
 
 
 @_bind("peak_mem")
@@ -289,14 +302,15 @@ class Evaluator:
 
     def __call__(self, cfg: Mapping[str, Any]) -> dict[str, float]:
         """Every requested column for config ``cfg``. After its :meth:`screen` (in this process), only the
-        rest of the evaluation set is scored and pooled with the screen's sample; the columns the screen
-        measured in full are not measured again."""
+        rest of the evaluation set is scored and pooled with the screen's sample, each latency times only the
+        calls its screen did not make, and the columns the screen measured in full are not measured again."""
         held = self._screens.pop(self._key(cfg), None)
         if held is None:
             return self.measure(*self.model(cfg))
         config, model, float_model = held.models
         rest = evaluate_accuracy(model, held.split.rest) if held.split and held.split.rest is not None else None
-        cache = {"accuracy": pooled(held.sample, rest)} if held.sample is not None else {}
+        cache: dict[str, Any] = {"accuracy": pooled(held.sample, rest)} if held.sample is not None else {}
+        cache.update({TIMED.format(target=t): times for t, times in held.timed.items()})
         out = {**held.exact, **self.measure(config, model, float_model, columns=[c for c in self.columns
                                                                                  if c not in held.exact], cache=cache)}
         return {c: out[c] for c in self.columns}
@@ -324,13 +338,15 @@ class Evaluator:
             out.update(self.measure(config, model, float_model, columns=sampled, cache={"accuracy": sample}))
             for c in sampled:
                 out[MARGIN + c] = binomial_margin(out[c], split.n, split.size, self.screen_z)
+        held_times = {}
         for c in timed:
             spec = self.targets[split_column(c)[1]]
             quick = spec.model_copy(update={"repeats": self.screen_repeats, "warmup": min(spec.warmup, 2)})
             times = measure_latency(model, example_input(self.supernet, config, spec), quick,
                                     self.reference).times_ms
             out[c], out[MARGIN + c] = median_interval(times, self.screen_z)
-        self._screens[self._key(cfg)] = _Held(models, exact, sample, split)
+            held_times[spec.name] = times
+        self._screens[self._key(cfg)] = _Held(models, exact, sample, split, held_times)
         while len(self._screens) > self.screen_keep:
             self._screens.popitem(last=False)
         return {c: out[c] for c in [*self.columns, *(MARGIN + c for c in self.columns)]}

@@ -6,7 +6,8 @@ screen scores only the rest and pools the counts (:func:`pooled`): screening acc
 goes on to a full evaluation costs nothing extra. Its margin is ``z`` binomial standard errors of the sample's
 accuracy (Agresti-Coull, so it is not zero at 0 % or 100 %), finite-population corrected: 0 when the sample is
 the whole set. A latency screen is the median of a few calls; its margin reaches the order statistics that hold
-the true median with the confidence of ``z`` (:func:`median_interval`). How a search uses screens:
+the true median with the confidence of ``z`` (:func:`median_interval`); a full evaluation that follows times only
+the calls still missing from its target's repeats and takes the median of all. How a search uses screens:
 ``supernas.search.tiered``.
 """
 from __future__ import annotations
