@@ -7,8 +7,9 @@ search evaluates every sub-network in full (``--evaluations``), and one screens 
 run's objectives with the run's evaluator, in this process, one thread, no store; both hypervolumes use the
 full run's normalisation and score a sub-network both runs evaluated with the full run's measurement of it
 (:func:`canonical`: latency noise between two draws is not a difference between the methods). Target: 99 %
-of the full run's final hypervolume; the time of an evaluation is when it (and every one before it) completed. Also prints what a screen, a full evaluation after a screen and a
-plain full evaluation cost per sub-network. Goal: tiered / full wall time <= 0.5.
+of the full run's final hypervolume; the time of an evaluation is when it (and every one before it) completed.
+Also prints what a screen, a full evaluation after a screen and a plain full evaluation cost per sub-network.
+Goal: tiered / full wall time <= 0.5.
 
 The bound: what a free screen that measured every column exactly would give with the full run's proposals
 (:func:`exact_screen_bound`): each sub-network weakly dominated by one evaluated before it is skipped at no
@@ -25,6 +26,7 @@ Run: .venv/bin/python benchmarks/tiered.py [--run runs/demo] [--seeds 3] [--eval
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -32,14 +34,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import publish  # noqa: E402
-
-import json  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 from supernas.run import make_evaluator, run_from_dir, trained_supernet  # noqa: E402
 from supernas.search import search  # noqa: E402
