@@ -43,6 +43,7 @@ from _results import publish  # noqa: E402
 from supernas.run import make_evaluator, run_from_dir, trained_supernet  # noqa: E402
 from supernas.search import search  # noqa: E402
 from supernas.search.pareto import Normalisation, front_indices, minimisation  # noqa: E402
+from supernas.search.tiered import may_enter  # noqa: E402
 from supernas.store import Store  # noqa: E402
 
 TARGET = 0.99
@@ -108,13 +109,13 @@ def exact_screen_bound(rows: list[tuple[Mapping[str, float], float]], norm: Norm
                        level: float) -> tuple[float, float, int, int] | None:
     """(evaluation seconds to ``level`` evaluating everything, the same with each row weakly dominated by an
     earlier one skipped at no cost, rows skipped by then, rows evaluated by then) for ``rows`` of (values,
-    seconds) in evaluation order; None if ``level`` is never reached. Dominated rows add no hypervolume, so
-    both reach ``level`` at the same row."""
-    F = minimisation([v for v, _ in rows], norm.columns)
+    seconds) in evaluation order; None if ``level`` is never reached. A free exact screen is the tiered search's
+    own decision (:func:`may_enter`) with every margin 0. Dominated rows add no hypervolume, so both reach
+    ``level`` at the same row."""
     full = bound = 0.0
     skipped = 0
-    for i, (_, seconds) in enumerate(rows):
-        dominated = i > 0 and bool(np.any(np.all(F[:i] <= F[i], axis=1)))
+    for i, (values, seconds) in enumerate(rows):
+        dominated = not may_enter(values, [v for v, _ in rows[:i]], norm.columns)
         full += seconds
         bound += 0.0 if dominated else seconds
         skipped += dominated
